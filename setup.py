@@ -1,0 +1,30 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="mlproject",
+    version="0.2.0",
+    description="A small, fast, trustworthy skeleton for PyTorch projects: sacred + TensorBoard.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["mlproject", "mlproject.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # torch/torchvision are not pinned: a user's pip picks the current matching pair.
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "sacred>=0.8.4",
+        "tensorboardX>=2.6",
+        "numpy",
+        "tqdm",
+        # sacred 0.8.7 (latest release) imports pkg_resources, which setuptools>=81 no longer
+        # ships: without this pin a fresh venv fails with "No module named 'pkg_resources'".
+        # Drop it once sacred releases a fix.
+        "setuptools<81",
+    ],
+    extras_require={
+        # tensorboard provides the real event-file reader the tests check our files with.
+        "dev": ["pytest", "ruff", "tensorboard"],
+        "examples": ["scikit-learn"],
+        "bench": ["lightning"],
+    },
+)

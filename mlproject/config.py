@@ -1,0 +1,161 @@
+"""The framework's config keys: their defaults in one literal, and their validation.
+
+``validate_config`` checks every framework key at once and raises a single ``ConfigError``
+that lists each problem (key, value received, what is allowed, the fix) before anything is
+written to disk. Keys that are not the framework's belong to the user and pass through, unless
+they look like a misspelled framework key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from mlproject.errors import ConfigError
+
+# Every framework default, one key per line. The README's config table is checked against this.
+DEFAULTS: dict[str, Any] = {
+    "n_epochs": 10,  # passes over the training set; ignored when n_global_iterations is set
+    "n_global_iterations": None,  # total optimizer steps (wins over n_epochs); None = use n_epochs
+    "model_dir": None,  # required: folder that holds one sub-folder (checkpoints) per run
+    "device": "cpu",  # 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto' (cuda when available)
+    "tensorboard_dir": None,  # folder for TensorBoard runs; None = write no event files
+    "log_iteration_scalars": 1,  # log train scalars every N global steps; None = never
+    "log_iteration_all": "epoch",  # 'everything' log level every N steps or each 'epoch'; None
+    "save_iterations": "epoch",  # save a checkpoint every N global steps, or each 'epoch'
+    "prefix": "",  # first part of the run-folder name (TensorBoard and checkpoints)
+    "resume": None,  # None = new run; 'auto' = latest valid checkpoint of this run; or a path
+    "keep_checkpoints": None,  # keep only the last N periodic checkpoints; None = keep all
+    "nonfinite": "error",  # NaN/inf loss: 'error' stops the run; 'skip' skips and counts steps
+    "deterministic": False,  # torch.use_deterministic_algorithms(True) for the run
+    "progress": True,  # show a tqdm progress bar per epoch (on stderr)
+    "seed": None,  # RNG seed; sacred fills it in; None outside sacred = draw one and record it
+    "data_dir": None,  # where datasets live; None = $DATA_DIR, else ~/.cache/mlproject/data
+}
+
+# A user key this close to a framework key (difflib ratio) is taken for a typo.
+_TYPO_CUTOFF = 0.85
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(value: Any) -> bool:
+    return _is_int(value) and value >= 1
+
+
+def _check(key: str, value: Any) -> str | None:
+    """Return what is wrong with one framework key's value, or None when it is fine."""
+    if key == "n_epochs":
+        if not _positive_int(value):
+            return "must be a positive int (number of epochs). Use n_epochs=10"
+    elif key == "n_global_iterations":
+        if value is not None and not _positive_int(value):
+            return "must be a positive int or None (use n_epochs). Use n_global_iterations=1000"
+    elif key == "model_dir":
+        if not isinstance(value, str | os.PathLike) or not str(value):
+            return "is required: the folder that holds the runs' checkpoints. Use model_dir=runs"
+    elif key == "tensorboard_dir":
+        if value is not None and (not isinstance(value, str | os.PathLike) or not str(value)):
+            return "must be a folder path or None (no TensorBoard). Use tensorboard_dir=tb"
+    elif key == "log_iteration_scalars":
+        if value is not None and not _positive_int(value):
+            return "must be a positive int (steps) or None. Use log_iteration_scalars=10"
+    elif key in ("log_iteration_all", "save_iterations"):
+        none_ok = key == "log_iteration_all"
+        if not (_positive_int(value) or value == "epoch" or (none_ok and value is None)):
+            allowed = "a positive int (steps), 'epoch'" + (" or None" if none_ok else "")
+            return f"must be {allowed}. Use {key}=500 or {key}=epoch"
+    elif key == "prefix":
+        if not isinstance(value, str) or os.sep in value or value in (".", ".."):
+            return "must be a string usable in a folder name (no '/'). Use prefix=baseline"
+    elif key == "resume":
+        if value is not None and not isinstance(value, str | os.PathLike):
+            return "must be None, 'auto', or the path of a checkpoint file or run folder"
+        if value not in (None, "auto") and not os.path.exists(value):
+            return "names no existing checkpoint file or run folder. Use resume=auto or a path"
+    elif key == "keep_checkpoints":
+        if value is not None and not _positive_int(value):
+            return "must be a positive int or None (keep all). Use keep_checkpoints=3"
+    elif key == "nonfinite":
+        if value not in ("error", "skip"):
+            return "must be 'error' (stop the run) or 'skip' (skip the step and count it)"
+    elif key in ("deterministic", "progress"):
+        if not isinstance(value, bool):
+            return f"must be True or False. Use {key}=True"
+    elif key == "seed":
+        if value is not None and not _is_int(value):
+            return "must be an int or None. Use seed=1"
+    elif key == "data_dir":
+        if value is not None and not isinstance(value, str | os.PathLike):
+            return "must be a folder path or None. Use data_dir=~/data"
+    return None
+
+
+def device_problem(value: Any) -> str | None:
+    """Say why ``value`` is not a usable device on this machine, or return None."""
+    if not isinstance(value, str | torch.device):
+        return "must be a device name such as 'cpu', 'cuda', 'cuda:0', 'mps' or 'auto'"
+    if value == "auto":
+        return None
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        return "is not a device name; allowed: 'cpu', 'cuda', 'cuda:N', 'mps', 'auto'"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "asks for CUDA, but no CUDA GPU is available here. Use device=cpu"
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            return f"names GPU {device.index}, but only {count} GPU(s) exist (cuda:0..{count - 1})"
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            return "asks for MPS, which is not available here. Use device=cpu"
+    elif device.type != "cpu":
+        return f"device type '{device.type}' is not supported; allowed: 'cpu', 'cuda', 'mps'"
+    return None
+
+
+def resolve_device(value: str | torch.device) -> torch.device:
+    """Turn a validated device name into a ``torch.device`` ('auto' picks cuda when present)."""
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(value)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``DEFAULTS`` updated with ``config``, or raise one ``ConfigError`` naming every problem.
+
+    Example:
+        >>> cfg = validate_config({"model_dir": "runs", "n_epochs": 3})
+        >>> cfg["device"], cfg["n_epochs"]
+        ('cpu', 3)
+    """
+    merged = {**DEFAULTS, **config}
+    problems = []
+    for key in config:
+        if key in DEFAULTS:
+            continue
+        close = difflib.get_close_matches(key, DEFAULTS, n=1, cutoff=_TYPO_CUTOFF)
+        if close:
+            problems.append(
+                f"unknown key {key!r} (value {config[key]!r}): did you mean {close[0]!r}?"
+            )
+    for key in DEFAULTS:
+        problem = device_problem(merged[key]) if key == "device" else _check(key, merged[key])
+        if problem:
+            problems.append(f"{key}={merged[key]!r} {problem}")
+    if problems:
+        raise ConfigError(
+            f"invalid config ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - "
+            + "\n  - ".join(problems)
+        )
+    return merged

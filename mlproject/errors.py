@@ -1,0 +1,47 @@
+"""The error vocabulary of mlproject: every exception the library raises on purpose.
+
+Each class also subclasses the builtin a user would already catch, so ``except ValueError``
+keeps working around a bad config.
+"""
+
+
+class MLProjectError(Exception):
+    """Base class of every error mlproject raises on purpose."""
+
+
+class ConfigError(MLProjectError, ValueError):
+    """The config has unknown keys, wrong types, values out of range or an unusable device."""
+
+
+class DataError(MLProjectError, ValueError):
+    """A dataset is missing, empty, truncated or malformed."""
+
+
+class ModelError(MLProjectError, TypeError):
+    """A Model broke its contract (e.g. ``train_batch`` did not return a dict of scalars)."""
+
+
+class CheckpointError(MLProjectError, RuntimeError):
+    """A checkpoint is missing, corrupt, unsafe, or does not fit the project."""
+
+
+class NonFiniteLossError(MLProjectError, FloatingPointError):
+    """A training step produced a NaN or infinite loss."""
+
+
+class RunLockedError(MLProjectError, RuntimeError):
+    """Another live process is writing to the same run folder."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):  # noqa: N818 - reads as what happened
+    """Training stopped on SIGTERM or SIGINT after saving a checkpoint.
+
+    A ``KeyboardInterrupt`` so that sacred marks the run INTERRUPTED; ``exit_code`` is the
+    shell convention 128 + signal number (143 for SIGTERM, 130 for SIGINT).
+    """
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"training interrupted by signal {signum} at step {step}")
+        self.signum = signum
+        self.step = step
+        self.exit_code = 128 + signum

@@ -1,0 +1,129 @@
+"""DatasetFactory: the train / validation / test datasets of a project and their loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mlproject.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+
+
+class DatasetFactory:
+    """Holds a project's datasets and the loaders that batch them.
+
+    A loader is anything that can be iterated more than once and has a ``len`` (a
+    ``DataLoader``, a list of batches, the in-memory loaders of ``mlproject.data``). Give
+    loaders directly, or datasets plus ``loader_kwargs`` and the loaders are built for you
+    (the train loader shuffles, the others do not). Subclass it and override
+    ``train_loader()`` / ``validation_loader()`` / ``test_loader()`` for custom data.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> data = TensorDataset(torch.randn(100, 4), torch.randint(0, 2, (100,)))
+        >>> factory = DatasetFactory(train_set=data, test_set=data, loader_kwargs={"batch_size": 10})
+        >>> len(factory.train_loader()), factory.has_validation_set()
+        (10, False)
+    """
+
+    def __init__(
+        self,
+        train_set: Dataset | None = None,
+        train_loader: Iterable | None = None,
+        test_set: Dataset | None = None,
+        test_loader: Iterable | None = None,
+        validation_set: Dataset | None = None,
+        validation_loader: Iterable | None = None,
+        loader_kwargs: dict[str, Any] | None = None,
+    ):
+        self._sets = {"train": train_set, "validation": validation_set, "test": test_set}
+        self._loaders = {"train": train_loader, "validation": validation_loader, "test": test_loader}
+        self.loader_kwargs = dict(loader_kwargs or {})
+
+    # --- datasets ---------------------------------------------------------------------------
+    def train_set(self) -> Dataset | None:
+        return self._sets["train"]
+
+    def validation_set(self) -> Dataset | None:
+        return self._sets["validation"]
+
+    def test_set(self) -> Dataset | None:
+        return self._sets["test"]
+
+    # --- loaders ----------------------------------------------------------------------------
+    def train_loader(self) -> Iterable | None:
+        return self._loader("train")
+
+    def validation_loader(self) -> Iterable | None:
+        return self._loader("validation")
+
+    def test_loader(self) -> Iterable | None:
+        return self._loader("test")
+
+    def _loader(self, split: str) -> Iterable | None:
+        if self._loaders[split] is None and self._sets[split] is not None:
+            kwargs = {"batch_size": 1, "shuffle": split == "train", **self.loader_kwargs}
+            if split != "train":
+                kwargs["shuffle"] = False
+                kwargs["drop_last"] = False
+            self._loaders[split] = DataLoader(self._sets[split], **kwargs)
+        return self._loaders[split]
+
+    def set_device(self, device: torch.device) -> None:
+        """Called once by MLProject with the model's device; in-memory loaders move their data.
+
+        The default does nothing: DataLoader batches are moved by ``Model.to_device``.
+        """
+
+    # --- checks -----------------------------------------------------------------------------
+    def has_train_set(self) -> bool:
+        return self.train_loader() is not None
+
+    def has_validation_set(self) -> bool:
+        return self.validation_loader() is not None
+
+    def has_test_set(self) -> bool:
+        return self.test_loader() is not None
+
+    def check(self) -> None:
+        """Raise ``DataError`` if there is no training data or a loader yields no batch."""
+        if not self.has_train_set():
+            raise DataError(
+                "the DatasetFactory has no training data: pass train_set= or train_loader=, "
+                "or override train_loader()"
+            )
+        for split in SPLITS:
+            loader = getattr(self, f"{split}_loader")()
+            if loader is not None:
+                check_loader(loader, split)
+
+
+def check_loader(loader: Iterable, split: str) -> int:
+    """Return ``len(loader)``; raise ``DataError`` when it has no length or yields no batch."""
+    try:
+        n_batches = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        raise DataError(
+            f"the {split} loader ({type(loader).__name__}) has no len(); a loader must be a "
+            "re-iterable with a length, such as a DataLoader or a list of batches"
+        ) from None
+    if n_batches == 0:
+        detail = ""
+        if isinstance(loader, DataLoader):
+            try:
+                n_samples = len(loader.dataset)  # type: ignore[arg-type]
+            except TypeError:
+                n_samples = "?"
+            detail = (
+                f": the dataset has {n_samples} samples, batch_size={loader.batch_size}, "
+                f"drop_last={loader.drop_last}"
+            )
+            if n_samples != 0 and loader.drop_last:
+                detail += ". Use a smaller batch_size or drop_last=False"
+        raise DataError(f"the {split} loader yields no batches{detail}")
+    return n_batches

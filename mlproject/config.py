@@ -132,7 +132,7 @@ def resolve_device(value: str | torch.device) -> torch.device:
 
 
 def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Return ``DEFAULTS`` updated with ``config``, or raise one ``ConfigError`` naming every problem.
+    """Return ``DEFAULTS`` updated with ``config``; raise one ``ConfigError`` naming every problem.
 
     Example:
         >>> cfg = validate_config({"model_dir": "runs", "n_epochs": 3})

@@ -26,7 +26,7 @@ class DatasetFactory:
         >>> import torch
         >>> from torch.utils.data import TensorDataset
         >>> data = TensorDataset(torch.randn(100, 4), torch.randint(0, 2, (100,)))
-        >>> factory = DatasetFactory(train_set=data, test_set=data, loader_kwargs={"batch_size": 10})
+        >>> factory = DatasetFactory(train_set=data, loader_kwargs={"batch_size": 10})
         >>> len(factory.train_loader()), factory.has_validation_set()
         (10, False)
     """
@@ -42,7 +42,11 @@ class DatasetFactory:
         loader_kwargs: dict[str, Any] | None = None,
     ):
         self._sets = {"train": train_set, "validation": validation_set, "test": test_set}
-        self._loaders = {"train": train_loader, "validation": validation_loader, "test": test_loader}
+        self._loaders = {
+            "train": train_loader,
+            "validation": validation_loader,
+            "test": test_loader,
+        }
         self.loader_kwargs = dict(loader_kwargs or {})
 
     # --- datasets ---------------------------------------------------------------------------

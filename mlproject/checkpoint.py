@@ -1,0 +1,218 @@
+"""Checkpoint files: atomic writing with a checksum record, verification, safe loading, RNG state.
+
+A checkpoint ``checkpoint-000000120.pt`` is complete only when its record
+``checkpoint-000000120.pt.sha256`` exists and matches: the data is written to a temporary file,
+flushed to disk and renamed into place, and the record is written the same way last. Loading
+always uses ``torch.load(weights_only=True)``, so a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import random
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlproject.errors import CheckpointError
+
+# Every name a run folder holds, in one place.
+CHECKPOINT_NAME = "checkpoint-{step:09d}.pt"  # periodic checkpoints, by global step
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{9,})\.pt$")
+BEST_NAME = "best.pt"  # the best model on the validation set; never pruned
+RECORD_SUFFIX = ".sha256"  # completeness record, written after its checkpoint
+RUN_INFO_NAME = "run.json"  # what run this folder holds (prefix, model name, first config)
+LOCK_NAME = "lock"  # held by the one process writing to the folder
+TMP_SUFFIX = ".tmp"
+
+FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync'ed, then renamed into place."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def save(payload: dict[str, Any], path: Path) -> None:
+    """Save ``payload`` at ``path`` atomically, then its checksum record (the completeness mark)."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    digest, size = _digest(tmp)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    record = {"sha256": digest, "size": size, "step": payload.get("state", {}).get("global_step")}
+    write_atomic(record_path(path), json.dumps(record).encode())
+
+
+def record_path(path: Path) -> Path:
+    return path.with_name(path.name + RECORD_SUFFIX)
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def problem(path: Path) -> str | None:
+    """Say why the checkpoint at ``path`` is not complete and intact, or return None."""
+    if not path.is_file():
+        return "the file is missing"
+    try:
+        record = json.loads(record_path(path).read_text())
+    except FileNotFoundError:
+        return "its completeness record is missing (the save did not finish)"
+    except (OSError, ValueError):
+        return "its completeness record is unreadable"
+    size = path.stat().st_size
+    if size != record.get("size"):
+        return f"its size is {size} bytes, the record says {record.get('size')} (truncated?)"
+    if _digest(path)[0] != record.get("sha256"):
+        return "its checksum does not match the record (corrupted)"
+    return None
+
+
+def load(path: Path | str) -> dict[str, Any]:
+    """Load a verified checkpoint with ``weights_only=True``; raise CheckpointError otherwise."""
+    path = Path(path)
+    why = problem(path)
+    if why:
+        raise CheckpointError(f"checkpoint {path} is unusable: {why}")
+    return read(path)
+
+
+def read(path: Path) -> dict[str, Any]:
+    """Read a checkpoint file safely (no checksum check): plain data and tensors only."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"checkpoint {path} was refused: it holds Python objects that loading would have to "
+            f"execute, which mlproject never does (weights_only=True). Detail: {err}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {err}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not an mlproject checkpoint (format {FORMAT_VERSION})")
+    return payload
+
+
+def periodic(run_dir: Path) -> list[tuple[int, Path]]:
+    """The folder's periodic checkpoint files as (step, path), oldest first."""
+    found = []
+    for entry in run_dir.iterdir() if run_dir.is_dir() else ():
+        match = CHECKPOINT_RE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def latest_valid(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint in ``run_dir``; warns about each broken one it skips.
+
+    Returns None when the folder holds no checkpoint; raises CheckpointError when it holds
+    checkpoints but none is valid.
+    """
+    candidates = periodic(run_dir)
+    for _, path in reversed(candidates):
+        why = problem(path)
+        if why is None:
+            return path
+        warnings.warn(f"skipping checkpoint {path}: {why}", stacklevel=2)
+    if candidates:
+        raise CheckpointError(
+            f"no valid checkpoint in {run_dir}: all {len(candidates)} are broken (see the "
+            "warnings). Start a new run (resume=None) or give resume= a valid checkpoint"
+        )
+    return None
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` complete periodic checkpoints (never best.pt)."""
+    complete = [p for _, p in periodic(run_dir) if record_path(p).exists()]
+    for path in complete[: max(0, len(complete) - keep)]:
+        record_path(path).unlink(missing_ok=True)  # the record first: no half-valid state
+        path.unlink(missing_ok=True)
+
+
+def structure_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between two ``Model.structure()`` results, one line per difference."""
+    diffs = []
+    saved_params, params = saved.get("parameters", {}), current.get("parameters", {})
+    for key in sorted(set(saved_params) | set(params)):
+        if key not in params:
+            diffs.append(f"parameter {key!r} is in the checkpoint but not in the model")
+        elif key not in saved_params:
+            diffs.append(f"parameter {key!r} is in the model but not in the checkpoint")
+        elif saved_params[key] != params[key]:
+            diffs.append(f"parameter {key!r}: checkpoint {saved_params[key]}, model {params[key]}")
+    for kind in ("optimizers", "schedulers"):
+        if saved.get(kind, {}) != current.get(kind, {}):
+            diffs.append(f"{kind}: checkpoint {saved.get(kind)}, model {current.get(kind)}")
+    return diffs
+
+
+# --- random number generators -----------------------------------------------------------------
+def rng_state(generators: list[torch.Generator] = ()) -> dict[str, Any]:
+    """Every RNG state a run depends on, as plain data (python, numpy, torch, CUDA, extras)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "generators": [g.get_state() for g in generators],
+    }
+
+
+def set_rng_state(state: dict[str, Any], generators: list[torch.Generator] = ()) -> None:
+    """Restore what ``rng_state`` returned."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for generator, saved in zip(generators, state["generators"]):
+        generator.set_state(saved)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's (all devices') global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

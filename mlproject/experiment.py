@@ -1,0 +1,79 @@
+"""Experiment: a sacred Experiment that already declares every framework config key.
+
+This is the only module that imports sacred. ``Experiment("name")`` adds the framework's
+defaults (so ``./main.py with n_global_iterations=100 tensorboard_dir=tb`` works for keys the
+user never wrote), validates the whole config before the run starts (before any observer
+writes), keeps progress bars out of the captured output, and exits with 143/130 when training
+stopped on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+import warnings
+from typing import Any
+
+from mlproject.config import DEFAULTS, validate_config
+from mlproject.errors import ConfigError, TrainingInterrupted
+
+# sacred 0.8.7 imports pkg_resources, which warns on every start; the warning is not ours to fix.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+import sacred  # noqa: E402
+from sacred.utils import ConfigAddedError, apply_backspaces_and_linefeeds  # noqa: E402
+
+# sacred draws and records the seed itself; declaring it would stop that.
+SACRED_DEFAULTS = {k: v for k, v in DEFAULTS.items() if k != "seed"}
+
+
+def _validate(config: dict[str, Any], command_name: str, logger: Any) -> dict[str, Any]:
+    validate_config(config)
+    return {}
+
+
+class Experiment(sacred.Experiment):
+    """A sacred Experiment whose config starts from mlproject's defaults.
+
+    Example:
+        >>> ex = Experiment("digits")
+        >>> @ex.config
+        ... def config():
+        ...     model_dir = "runs"  # noqa: F841 - a sacred config scope
+        ...     n_epochs = 20  # noqa: F841
+        >>> @ex.automain
+        ... def main(_run):
+        ...     return DigitsProject.from_run(_run).train()
+    """
+
+    def __init__(self, name: str | None = None, **kwargs: Any):
+        super().__init__(name, **kwargs)
+        self.add_config(dict(SACRED_DEFAULTS))
+        self.config_hook(_validate)
+        self.captured_out_filter = apply_backspaces_and_linefeeds
+
+    def _create_run(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super()._create_run(*args, **kwargs)
+        except ConfigAddedError as err:
+            raise ConfigError(_unknown_keys_message(err)) from None
+
+    def run_commandline(self, argv: Any = None) -> Any:
+        try:
+            return super().run_commandline(argv)
+        except TrainingInterrupted as interrupted:
+            sys.exit(interrupted.exit_code)
+
+
+def _unknown_keys_message(err: ConfigAddedError) -> str:
+    known = list(err.config or {}) if err.config is not None else list(SACRED_DEFAULTS)
+    lines = []
+    for key in err.conflicting_configs:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f": did you mean {close[0]!r}?" if close else ""
+        lines.append(f"unknown config key {key!r}{hint}")
+    return (
+        "invalid config:\n  - "
+        + "\n  - ".join(lines)
+        + "\n(`./main.py print_config` lists every key)"
+    )

@@ -1,0 +1,296 @@
+"""Model, the unit a project trains: an nn.Module that owns its optimizers; and ProxyModel."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from mlproject.errors import ModelError, NonFiniteLossError
+
+_SCHEDULER_TYPES = (
+    torch.optim.lr_scheduler.LRScheduler,
+    torch.optim.lr_scheduler.ReduceLROnPlateau,
+)
+
+
+class LogLevel(enum.IntEnum):
+    """How much the current training step logs; a model may skip costly outputs below ALL."""
+
+    NOTHING = 0  # this step logs no scalar
+    SCALARS = 1  # this step's scalars are logged
+    ALL = 2  # scalars, and the model may write images/histograms to ``self.writer``
+
+
+class NullWriter:
+    """Stands in for the TensorBoard writer when ``tensorboard_dir`` is None: drops everything."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+class Model(nn.Module):
+    """A network together with its optimizers (and LR schedulers), trained one batch at a time.
+
+    Subclasses implement ``train_batch`` (zero_grad, forward, backward, optimizer step) and
+    ``test_batch``; both return a dict of scalars (Python numbers or 0-d tensors). Every
+    attribute that is an optimizer or LR scheduler is saved and restored with the model.
+
+    Attributes:
+        name: names the run folder and the TensorBoard run.
+        metrics: train outputs that are logged; None = every scalar ``train_batch`` returns.
+        benchmark_metric: the ``test_batch`` output that compares two models.
+        benchmark_goal: 'min' or 'max' for ``benchmark_metric``; must be set explicitly unless
+            the metric is 'loss' (then 'min').
+        log_level: set by the trainer before each ``train_batch`` (a ``LogLevel``).
+        writer: TensorBoard writer for images/histograms on ``LogLevel.ALL`` steps
+            (``add_image``, ``add_histogram``, ``add_text``; a no-op when TensorBoard is off).
+        global_step: the number of optimizer steps done before the current batch.
+
+    Example:
+        >>> class Regressor(Model):
+        ...     def __init__(self):
+        ...         super().__init__(name="regressor")
+        ...         self.net = nn.Linear(3, 1)
+        ...         self.opt = torch.optim.SGD(self.net.parameters(), lr=0.1)
+        ...     def train_batch(self, batch):
+        ...         x, y = batch
+        ...         self.opt.zero_grad()
+        ...         loss = nn.functional.mse_loss(self.net(x), y)
+        ...         loss.backward()
+        ...         self.opt.step()
+        ...         return {"loss": loss.detach()}
+        ...     def test_batch(self, batch):
+        ...         x, y = batch
+        ...         return {"loss": nn.functional.mse_loss(self.net(x), y)}
+    """
+
+    metrics: tuple[str, ...] | None = None
+    benchmark_metric: str = "loss"
+    benchmark_goal: str | None = None
+
+    def __init__(self, name: str | None = None):
+        super().__init__()
+        self.name = name or type(self).__name__.lower()
+        self.log_level = LogLevel.SCALARS
+        self.writer: Any = NullWriter()
+        self.global_step = 0
+        self.nonfinite = "error"
+        self.skipped_steps = 0
+        self._device_cache: torch.device | None = None
+
+    # --- the contract -----------------------------------------------------------------------
+    def train_batch(self, batch: Any) -> dict[str, Any]:
+        """Train on one batch (zero_grad, forward, backward, step); return a dict of scalars."""
+        raise NotImplementedError(f"{type(self).__name__} must implement train_batch(batch)")
+
+    def test_batch(self, batch: Any) -> dict[str, Any]:
+        """Evaluate one batch (no gradients needed; the trainer wraps it in no_grad)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement test_batch(batch)")
+
+    # --- hooks: no-ops, override as needed ----------------------------------------------------
+    def on_train_begin(self) -> None:
+        """Runs once when ``MLProject.train`` starts (also when it resumes)."""
+
+    def on_train_end(self) -> None:
+        """Runs once after the last training step, before the final test."""
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        """Runs before each epoch; ``epoch`` counts from 0 (the number of epochs completed)."""
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Runs after each completed epoch and its evaluation; ``epoch`` counts from 1."""
+
+    # --- optimizers, schedulers and their state ---------------------------------------------
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The model's optimizers by attribute name (found automatically)."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, torch.optim.Optimizer)}
+
+    def schedulers(self) -> dict[str, Any]:
+        """The model's LR schedulers by attribute name (found automatically)."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, _SCHEDULER_TYPES)}
+
+    def training_state(self) -> dict[str, Any]:
+        """Weights, optimizer and scheduler state as plain data (loadable with weights_only)."""
+        return {
+            "weights": self.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers().items()},
+            "structure": self.structure(),
+        }
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what ``training_state`` returned."""
+        self.load_state_dict(state["weights"])
+        for key, opt in self.optimizers().items():
+            opt.load_state_dict(state["optimizers"][key])
+        for key, sched in self.schedulers().items():
+            sched.load_state_dict(state["schedulers"][key])
+
+    def structure(self) -> dict[str, Any]:
+        """What must match for a checkpoint to fit: parameter shapes and optimizer classes."""
+        return {
+            "parameters": {k: list(v.shape) for k, v in self.state_dict().items()},
+            "optimizers": {k: type(o).__name__ for k, o in self.optimizers().items()},
+            "schedulers": {k: type(s).__name__ for k, s in self.schedulers().items()},
+        }
+
+    # --- devices ----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's first parameter or buffer (cpu when it has none)."""
+        if self._device_cache is None:
+            tensor = next(iter(self.parameters()), None)
+            if tensor is None:
+                tensor = next(iter(self.buffers()), None)
+            self._device_cache = tensor.device if tensor is not None else torch.device("cpu")
+        return self._device_cache
+
+    def _apply(self, fn: Callable, *args: Any, **kwargs: Any) -> Model:
+        self._device_cache = None  # .to()/.cuda()/.cpu() all pass through here
+        return super()._apply(fn, *args, **kwargs)
+
+    def to_device(self, batch: Any) -> Any:
+        """Move the tensors in ``batch`` (nested tuples, lists, dicts) to the model's device."""
+        device = self.device
+        return _move(batch, device, device.type == "cuda")
+
+    # --- helpers for train_batch ------------------------------------------------------------
+    def loss_is_finite(self, loss: torch.Tensor) -> bool:
+        """True if ``loss`` is finite. Otherwise raise (nonfinite='error') or return False
+        (nonfinite='skip'), so that ``train_batch`` can skip the optimizer step."""
+        if bool(torch.isfinite(loss).all()):
+            return True
+        if self.nonfinite == "error":
+            raise NonFiniteLossError(
+                f"{self.name}: loss is {loss.detach().float().mean().item()} at global step "
+                f"{self.global_step + 1}; no update was applied. "
+                "Use nonfinite=skip to skip such steps"
+            )
+        self.skipped_steps += 1
+        return False
+
+
+def _move(batch: Any, device: torch.device, non_blocking: bool) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, tuple | list):
+        moved = [_move(b, device, non_blocking) for b in batch]
+        return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+    if isinstance(batch, Mapping):
+        return type(batch)({k: _move(v, device, non_blocking) for k, v in batch.items()})
+    return batch
+
+
+class ProxyModel(Model):
+    """Wraps a plain network, an optimizer and a loss for the common supervised case.
+
+    Batches are ``(inputs, targets)``. Returns ``loss``, and ``accuracy`` for classification
+    (a ``CrossEntropyLoss``/``NLLLoss`` loss). Checks the loss is finite before the optimizer
+    step, so a NaN never reaches the weights.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        >>> opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        >>> model = ProxyModel(net, opt, loss=nn.CrossEntropyLoss(), name="mlp")
+        >>> sorted(model.test_batch((torch.randn(8, 64), torch.randint(0, 10, (8,)))))
+        ['accuracy', 'loss']
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        opt: torch.optim.Optimizer,
+        loss: Callable[[Any, Any], torch.Tensor],
+        name: str | None = None,
+        scheduler: Any = None,
+        benchmark_metric: str = "loss",
+        benchmark_goal: str | None = None,
+    ):
+        super().__init__(name=name or type(net).__name__.lower())
+        self.net = net
+        self.opt = opt
+        self.loss = loss
+        if scheduler is not None:
+            self.scheduler = scheduler
+        self.benchmark_metric = benchmark_metric
+        self.benchmark_goal = benchmark_goal
+        self.classification = isinstance(loss, nn.CrossEntropyLoss | nn.NLLLoss)
+
+    def forward(self, x: Any) -> Any:
+        return self.net(x)
+
+    def train_batch(self, batch: Any) -> dict[str, Any]:
+        x, y = batch
+        self.opt.zero_grad(set_to_none=True)
+        out = self.net(x)
+        loss = self.loss(out, y)
+        if self.loss_is_finite(loss):
+            loss.backward()
+            self.opt.step()
+        result = {"loss": loss.detach()}
+        if self.classification and self.log_level >= LogLevel.SCALARS:
+            result["accuracy"] = _accuracy(out, y)
+        return result
+
+    def test_batch(self, batch: Any) -> dict[str, Any]:
+        x, y = batch
+        out = self.net(x)
+        result = {"loss": self.loss(out, y)}
+        if self.classification:
+            result["accuracy"] = _accuracy(out, y)
+        return result
+
+    def on_epoch_end(self, epoch: int) -> None:
+        scheduler = getattr(self, "scheduler", None)
+        if scheduler is not None and not isinstance(
+            scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau
+        ):
+            scheduler.step()
+
+
+def _accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (out.detach().argmax(dim=1) == y).float().mean()
+
+
+def benchmark_goal(model: Model) -> str:
+    """The explicit direction ('min' or 'max') of the model's benchmark metric."""
+    goal = model.benchmark_goal
+    if goal is None and model.benchmark_metric == "loss":
+        return "min"
+    if goal not in ("min", "max"):
+        raise ModelError(
+            f"{type(model).__name__}.benchmark_goal is {goal!r} for benchmark_metric="
+            f"{model.benchmark_metric!r}; set it to 'min' or 'max' (it is never guessed from "
+            "the metric's name)"
+        )
+    return goal
+
+
+def scalars(outputs: Any, where: str, keys: Iterable[str] | None = None) -> dict[str, Any]:
+    """Check a ``train_batch``/``test_batch`` result and return its scalar entries.
+
+    Raises ModelError when ``outputs`` is not a dict, or when a named key is missing or not a
+    scalar. Entries that are not scalars are dropped unless ``keys`` names them.
+    """
+    if not isinstance(outputs, Mapping):
+        raise ModelError(f"{where} must return a dict of scalars, got {type(outputs).__name__}")
+    found = {k: v for k, v in outputs.items() if is_scalar(v)}
+    for key in keys or ():
+        if key not in outputs:
+            raise ModelError(f"{where} returned no {key!r}; it returned {sorted(outputs)}")
+        if key not in found:
+            raise ModelError(
+                f"{where} returned {key!r} as {type(outputs[key]).__name__}; logged values must "
+                "be Python numbers or 0-d tensors"
+            )
+    return found
+
+
+def is_scalar(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,33 @@
+"""TrainState: the loop's counters, in one object that checkpoints save and restore."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Where training stands. Every counter starts at 0 and counts work already done.
+
+    Attributes:
+        epoch: epochs completed (the epoch in progress has index ``epoch``, 0-based).
+        global_step: optimizer steps (training batches) done since the run began, over all epochs.
+        batch_in_epoch: batches done in the epoch in progress (0 at an epoch boundary).
+        best_value: the best benchmark metric on the validation set so far (None before any).
+        best_step: the global step at which ``best_value`` was reached.
+        last_eval_step: the global step of the last evaluation (-1 before any).
+        last_save_step: the global step of the last periodic checkpoint (-1 before any).
+        skipped_steps: steps whose loss was NaN/inf and were skipped (nonfinite='skip').
+    """
+
+    epoch: int = 0
+    global_step: int = 0
+    batch_in_epoch: int = 0
+    best_value: float | None = None
+    best_step: int | None = None
+    last_eval_step: int = -1
+    last_save_step: int = -1
+    skipped_steps: int = 0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,353 @@
+"""ClutteredMNIST: seeded canvases of one MNIST digit among patches cut from other digits.
+
+Each sample is a black canvas (100x100 by default) on which ``n_clutters`` patches of
+``clutter_size`` x ``clutter_size`` pixels, cut at random places from random digits of the same
+split, are pasted at random places, and then the sample's own digit is pasted, whole, at a
+random place; the label is that digit's. Later pastes overwrite earlier ones.
+
+Determinism: the random choices of sample ``i`` of a split are row ``i`` of a table drawn from
+``numpy.random.default_rng([seed, split])``: a function of ``(seed, split, i)`` only, never of
+the global RNG, the process or the DataLoader worker, and the same for any ``n_samples`` (a
+larger split extends a smaller one). Splits draw from different streams and cut clutter only
+from their own digits (MNIST's test digits for test, the held-out digits for validation), so
+no two splits share clutter.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from mlproject.data.images import (
+    ImageDatasetLoader,
+    TensorImages,
+    Transform,
+    check_arguments,
+    split_off,
+    to_pil,
+)
+from mlproject.data.mnist import load_mnist
+from mlproject.data.paths import resolve_data_dir
+from mlproject.errors import DataError
+
+# The stream of each split: numpy.random.default_rng([seed, SPLIT_STREAMS[split]]).
+SPLIT_STREAMS = {"train": 0, "validation": 1, "test": 2}
+# Written last into an export folder: the parameters that made it (its presence = complete).
+EXPORT_PARAMS_FILE = "params.json"
+# Training canvases the fast path's mean and std are measured on.
+STATS_SAMPLES = 2000
+# Canvases rendered at once (bounds the memory of the index arrays).
+_CHUNK = 2048
+
+
+class ClutteredMNIST(Dataset):
+    """The cluttered canvases built from one split of digits; ``(image, label)`` per index.
+
+    ``image`` is ``transform(PIL image)``, or the uint8 ``1 x H x W`` canvas when
+    ``transform`` is None. ``tensors()`` renders the whole split at once (vectorised).
+
+    Args:
+        digits: the split's source digits (uint8 ``N x 1 x h x w``) and labels.
+        split: "train", "validation" or "test": selects the random stream.
+        n_samples: canvases in the split (None = one per source digit); sample ``i`` shows
+            digit ``i % len(digits)``.
+        seed: the seed shared by all splits.
+        shape: canvas height and width.
+        n_clutters: clutter patches per canvas.
+        clutter_size: side of a square clutter patch, at most the digits' size.
+        transform: PIL transform of ``__getitem__``.
+
+    Example:
+        >>> train, test = load_mnist(resolve_data_dir(None))
+        >>> data = ClutteredMNIST(test, "test", n_samples=100, seed=0)
+        >>> canvas, label = data[0]
+        >>> tuple(canvas.shape)
+        (1, 100, 100)
+    """
+
+    def __init__(
+        self,
+        digits: TensorImages,
+        split: str,
+        n_samples: int | None = None,
+        seed: int = 0,
+        shape: Sequence[int] = (100, 100),
+        n_clutters: int = 6,
+        clutter_size: int = 8,
+        transform: Transform | None = None,
+    ):
+        if split not in SPLIT_STREAMS:
+            raise DataError(f"split must be one of {sorted(SPLIT_STREAMS)}; got {split!r}")
+        self.digits, self.labels = digits.images[:, 0].numpy(), digits.labels
+        digit_h, digit_w = self.digits.shape[1:]
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.n_samples = len(self.digits) if n_samples is None else n_samples
+        self.n_clutters, self.clutter_size = n_clutters, clutter_size
+        self.transform = transform
+        size = clutter_size
+        # Upper bounds (exclusive) of each sample's draws, in table order.
+        highs = (
+            [len(self.digits)] * n_clutters  # which digit each patch is cut from
+            + [digit_h - size + 1, digit_w - size + 1] * n_clutters  # where in that digit
+            + [self.shape[0] - size + 1, self.shape[1] - size + 1] * n_clutters  # where pasted
+            + [self.shape[0] - digit_h + 1, self.shape[1] - digit_w + 1]  # where the digit goes
+        )
+        # Uniform floats consume a fixed number of draws per sample (bounded integers do not),
+        # so row i depends on (seed, split, i) alone.
+        uniform = np.random.default_rng([seed, SPLIT_STREAMS[split]]).random(
+            (self.n_samples, len(highs))
+        )
+        self._draws = (uniform * np.array(highs)).astype(np.int64)
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        if not -self.n_samples <= index < self.n_samples:
+            raise IndexError(f"index {index} out of range for {self.n_samples} samples")
+        index %= self.n_samples
+        canvas = torch.from_numpy(self.render(np.array([index]))[0])
+        label = int(self.labels[index % len(self.digits)])
+        if self.transform is None:
+            return canvas, label
+        return self.transform(to_pil(canvas)), label
+
+    def render(self, indices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The canvases of samples ``indices``: uint8 ``len(indices) x 1 x H x W``.
+
+        Vectorised over samples: every paste is one block copy per sample through a window
+        view, written into ``out`` when given.
+        """
+        n, k, size = len(indices), self.n_clutters, self.clutter_size
+        digit_h, digit_w = self.digits.shape[1:]
+        draws = self._draws[indices]
+        if out is None:
+            out = np.empty((n, 1, *self.shape), dtype=np.uint8)
+        canvas = out[:, 0]
+        canvas.fill(0)
+        sample = np.arange(n)
+        patches = sliding_window_view(self.digits, (size, size), axis=(1, 2))
+        patch_spots = sliding_window_view(canvas, (size, size), axis=(1, 2), writeable=True)
+        for j in range(k):
+            source, (row, col) = draws[:, j], draws[:, k + 2 * j : k + 2 * j + 2].T
+            to_row, to_col = draws[:, 3 * k + 2 * j : 3 * k + 2 * j + 2].T
+            patch_spots[sample, to_row, to_col] = patches[source, row, col]
+        digit_spots = sliding_window_view(canvas, (digit_h, digit_w), axis=(1, 2), writeable=True)
+        digit_spots[sample, draws[:, -2], draws[:, -1]] = self.digits[indices % len(self.digits)]
+        return out
+
+    # --- ImageSplit -----------------------------------------------------------------------
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """Every canvas of the split (uint8 ``N x 1 x H x W``) and its labels (int64)."""
+        images = torch.empty((self.n_samples, 1, *self.shape), dtype=torch.uint8)
+        pixels = images.numpy()
+        for start in range(0, self.n_samples, _CHUNK):
+            stop = min(start + _CHUNK, self.n_samples)
+            self.render(np.arange(start, stop), out=pixels[start:stop])
+        labels = self.labels[torch.arange(self.n_samples) % len(self.digits)]
+        return images, labels
+
+    def dataset(self, transform: Transform) -> Dataset:
+        served = copy.copy(self)  # shares the digits and the draws
+        served.transform = transform
+        return served
+
+    def statistics(self, n: int = STATS_SAMPLES) -> tuple[float, float]:
+        """Mean and standard deviation (4 decimals) of the pixels, scaled to [0, 1], of the
+        first ``n`` canvases: the fast path's normalisation."""
+        canvases = self.render(np.arange(min(n, self.n_samples)))
+        total = canvases.sum(dtype=np.int64) / 255
+        squares = np.square(canvases, dtype=np.uint32).sum(dtype=np.int64) / 255**2
+        mean = total / canvases.size
+        std = max(squares / canvases.size - mean**2, 0.0) ** 0.5
+        return round(float(mean), 4), round(float(std), 4) or 1.0
+
+
+class ClutteredMNISTDatasetLoader(ImageDatasetLoader):
+    """ClutteredMNIST splits built from the MNIST files: train and validation canvases from
+    MNIST's training digits (split by ``validation_size`` / ``split_seed``), test canvases from
+    MNIST's test digits.
+
+    Files: MNIST's (``<data_dir>/MNIST/raw/``, see ``MNISTDatasetLoader``). Batches are
+    ``(x, y)``: x float32 ``N x 1 x H x W``, y int64. The fast path renders each split once
+    into memory (100x100 canvases: 10 kB each, ~700 MB for the default 70,000) and normalises
+    with ``mean`` / ``std``, measured on the first 2,000 training canvases. With transforms,
+    canvases are rendered one by one in the ``DataLoader`` workers, identical to the fast
+    path's.
+
+    Args:
+        batch_size, train_transform, test_transform, data_dir, validation_size, split_seed,
+        num_workers, download, drop_last: as ``MNISTDatasetLoader``.
+        shape: canvas (height, width), at least 28x28.
+        n_clutters: clutter patches per canvas.
+        clutter_size: side of the square clutter patches, 1..28.
+        n_train, n_validation, n_test: canvases per split; None = one per source digit.
+        seed: the canvases' seed (the same seed gives the same canvases everywhere).
+
+    Example:
+        >>> factory = ClutteredMNISTDatasetLoader(64, n_train=10_000, seed=1)
+        >>> x, y = next(iter(factory.train_loader()))
+        >>> tuple(x.shape)
+        (64, 1, 100, 100)
+        >>> factory.export("~/data/cluttered")  # PNGs for torchvision's ImageFolder
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        train_transform: Transform | None = None,
+        test_transform: Transform | None = None,
+        data_dir: str | os.PathLike | None = None,
+        validation_size: int = 5000,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        download: bool = True,
+        drop_last: bool = False,
+        shape: Sequence[int] = (100, 100),
+        n_clutters: int = 6,
+        clutter_size: int = 8,
+        n_train: int | None = None,
+        n_validation: int | None = None,
+        n_test: int | None = None,
+        seed: int = 0,
+    ):
+        check_arguments(
+            batch_size=batch_size,
+            validation_size=validation_size,
+            split_seed=split_seed,
+            num_workers=num_workers,
+        )
+        counts = {"train": n_train, "validation": n_validation, "test": n_test}
+        _check_generator(shape, n_clutters, clutter_size, counts, validation_size, seed)
+        self.data_dir = resolve_data_dir(data_dir)
+        train, test = load_mnist(self.data_dir, "MNIST", download)
+        sources = split_off(train, test, validation_size, split_seed)
+        self.splits = {
+            name: ClutteredMNIST(
+                digits, name, counts[name], seed, tuple(shape), n_clutters, clutter_size
+            )
+            for name, digits in sources.items()
+            if digits is not None
+        }
+        self.params = {
+            "seed": seed,
+            "shape": list(self.splits["train"].shape),
+            "n_clutters": n_clutters,
+            "clutter_size": clutter_size,
+            "n_samples": {name: len(split) for name, split in self.splits.items()},
+            "validation_size": validation_size,
+            "split_seed": split_seed,
+        }
+        mean, std = self.splits["train"].statistics()
+        super().__init__(
+            {name: self.splits.get(name) for name in ("train", "validation", "test")},
+            batch_size,
+            mean=(mean,),
+            std=(std,),
+            train_transform=train_transform,
+            test_transform=test_transform,
+            num_workers=num_workers,
+            drop_last=drop_last,
+        )
+
+    def export(self, directory: str | os.PathLike) -> Path:
+        """Write every canvas as a PNG, ``<directory>/<split>/<label>/<index>.png``, for
+        ``torchvision.datasets.ImageFolder(<directory>/<split>)``; returns the folder.
+
+        The parameters go to ``<directory>/params.json``. A folder that already holds an
+        export with the same parameters is left as it is; one with other parameters, or with
+        other files, is refused with a ``DataError``. The export is written next to the folder
+        and renamed into place at the end, so an interrupted export leaves no half folder.
+        """
+        target = Path(directory).expanduser()
+        params = {**self.params, "mnist_sha256": _fingerprint(self.splits.values())}
+        params_path = target / EXPORT_PARAMS_FILE
+        if params_path.is_file():
+            existing = json.loads(params_path.read_text())
+            if existing == params:
+                return target
+            changed = [
+                f"{key}: {existing.get(key)!r} there, {params.get(key)!r} now"
+                for key in sorted({*existing, *params})
+                if existing.get(key) != params.get(key)
+            ]
+            raise DataError(
+                f"{target} holds a ClutteredMNIST export made with other parameters "
+                f"({'; '.join(changed)}). Export to another folder, or delete that one first"
+            )
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise DataError(
+                f"{target} exists and is not an empty folder, but holds no {EXPORT_PARAMS_FILE}: "
+                "it is not a ClutteredMNIST export. Export to a new or empty folder"
+            )
+        staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            for name, split in self.splits.items():
+                images, labels = split.tensors()
+                for label in labels.unique().tolist():
+                    (staging / name / str(label)).mkdir(parents=True)
+                for index, (image, label) in enumerate(zip(images.numpy(), labels.tolist())):
+                    Image.fromarray(image[0], mode="L").save(
+                        staging / name / str(label) / f"{index:06d}.png"
+                    )
+            (staging / EXPORT_PARAMS_FILE).write_text(json.dumps(params, indent=2))
+            if target.exists():
+                target.rmdir()
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+
+def _check_generator(
+    shape: Any,
+    n_clutters: Any,
+    clutter_size: Any,
+    counts: dict[str, Any],
+    validation_size: int,
+    seed: Any,
+) -> None:
+    """Raise one ``DataError`` naming every bad ClutteredMNIST parameter."""
+
+    def is_int(value: Any, low: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    problems = []
+    if not (isinstance(shape, Sequence) and len(shape) == 2 and all(is_int(v, 28) for v in shape)):
+        problems.append(f"shape={shape!r} must be (height, width), each >= 28 (a digit's size)")
+    if not is_int(n_clutters, 0):
+        problems.append(f"n_clutters={n_clutters!r} must be an int >= 0")
+    if not (is_int(clutter_size, 1) and clutter_size <= 28):
+        problems.append(f"clutter_size={clutter_size!r} must be an int in 1..28")
+    for name, count in counts.items():
+        if count is not None and not is_int(count, 1):
+            problems.append(f"n_{name}={count!r} must be a positive int or None")
+    if validation_size == 0 and counts["validation"]:
+        problems.append("n_validation is set but validation_size=0 holds out no digits")
+    if not is_int(seed, 0):
+        problems.append(f"seed={seed!r} must be an int >= 0")
+    if problems:
+        raise DataError("bad ClutteredMNIST parameters: " + "; ".join(problems))
+
+
+def _fingerprint(splits: Iterable[ClutteredMNIST]) -> str:
+    """SHA-256 of the source digits and labels: an export is tied to the MNIST it came from."""
+    digest = hashlib.sha256()
+    for split in splits:
+        digest.update(split.digits.tobytes())
+        digest.update(split.labels.numpy().tobytes())
+    return digest.hexdigest()

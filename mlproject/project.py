@@ -76,9 +76,6 @@ class MLProject:
         if self.config["seed"] is None:
             self.config["seed"] = random.SystemRandom().randrange(2**31)
         checkpoint.seed_everything(self.config["seed"])
-        if self.config["deterministic"]:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
         self.device = resolve_device(self.config["device"])
         self.datasets = self.get_dataset_factory(self.config)
         self.model = self.get_model(self.config)
@@ -404,9 +401,14 @@ class MLProject:
         self._save_every = self.config["save_iterations"]
         self._save_every = self._save_every if isinstance(self._save_every, int) else None
         handlers = self._install_signal_handlers()
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        if self.config["deterministic"]:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # CUDA needs it
+            torch.use_deterministic_algorithms(True)
         try:
             yield
         finally:
+            torch.use_deterministic_algorithms(deterministic)
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
             self.recorder.close()

@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""A small run with every source of randomness a resume must reproduce, and fault injection.
+
+Shuffled DataLoader (optionally with workers), random per-sample noise, dropout, Adam and a
+StepLR scheduler. ``fault_at=K`` makes the model signal its own process (``fault_signal``)
+during global step K, or raise (``fault_signal=0``), or write a NaN loss (``fault_signal=-1``):
+faults injected deterministically, at a known step.
+"""
+
+import os
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from mlproject import DatasetFactory, Experiment, MLProject, Model
+
+ex = Experiment("resumable")
+
+
+@ex.config
+def config():
+    n_samples = 40  # noqa: F841
+    batch_size = 8  # noqa: F841
+    num_workers = 0  # noqa: F841
+    hidden = 16  # noqa: F841
+    fault_at = None  # noqa: F841
+    fault_signal = 15  # noqa: F841
+    progress = False  # noqa: F841
+
+
+class Noisy(Dataset):
+    """Fixed points plus fresh noise on every access: the workers' RNG matters."""
+
+    def __init__(self, n):
+        g = torch.Generator().manual_seed(123)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = (self.x.sum(1) > 0).long()
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i] + 0.1 * torch.randn(4), self.y[i]
+
+
+class Net(Model):
+    def __init__(self, hidden, fault_at, fault_signal):
+        super().__init__(name="net")
+        self.net = nn.Sequential(
+            nn.Linear(4, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, 2)
+        )
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=0.01)
+        self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=3, gamma=0.5)
+        self.fault_at, self.fault_signal = fault_at, fault_signal
+
+    def train_batch(self, batch):
+        x, y = batch
+        self.opt.zero_grad()
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        if self.global_step + 1 == self.fault_at:
+            if self.fault_signal == 0:
+                raise RuntimeError(f"injected failure at step {self.fault_at}")
+            if self.fault_signal == -1:
+                loss = loss * float("nan")
+            else:
+                os.kill(os.getpid(), self.fault_signal)
+        if not self.loss_is_finite(loss):
+            return {"loss": loss.detach()}
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach()}
+
+    def test_batch(self, batch):
+        x, y = batch
+        out = self.net(x)
+        return {
+            "loss": nn.functional.cross_entropy(out, y),
+            "accuracy": (out.argmax(1) == y).float().mean(),
+        }
+
+    def on_epoch_end(self, epoch):
+        self.sched.step()
+
+
+class Resumable(MLProject):
+    @staticmethod
+    def get_dataset_factory(config):
+        kwargs = {"batch_size": config["batch_size"], "num_workers": config["num_workers"]}
+        return DatasetFactory(
+            train_loader=DataLoader(Noisy(config["n_samples"]), shuffle=True, **kwargs),
+            validation_loader=DataLoader(Noisy(16), **kwargs),
+            test_loader=DataLoader(Noisy(16), **kwargs),
+        )
+
+    @staticmethod
+    def get_model(config):
+        return Net(config["hidden"], config["fault_at"], config["fault_signal"])
+
+
+@ex.automain
+def main(_run):
+    return Resumable.from_run(_run).train()

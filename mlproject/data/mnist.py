@@ -45,18 +45,18 @@ def read_idx(path: Path, ndim: int, dataset: str) -> Tensor:
     except OSError as err:
         raise file_error(dataset, path, f"cannot be read ({err.strerror})") from err
     header = 4 * (1 + ndim)
-    if len(data) < header:
-        raise file_error(
-            dataset, path, f"is {len(data)} bytes long, shorter than an idx header ({header})"
-        )
     magic = int.from_bytes(data[:4], "big")
-    if magic != _UBYTE_MAGIC + ndim:
+    if len(data) >= 4 and magic != _UBYTE_MAGIC + ndim:
         hint = " (it looks gzipped: gunzip it)" if data[:2] == b"\x1f\x8b" else ""
         raise file_error(
             dataset,
             path,
             f"starts with magic number {magic:#010x}{hint}; an idx file of {ndim}-d unsigned "
             f"bytes starts with {_UBYTE_MAGIC + ndim:#010x}",
+        )
+    if len(data) < header:
+        raise file_error(
+            dataset, path, f"is {len(data)} bytes long, shorter than an idx header ({header})"
         )
     shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     expected = header + int(torch.tensor(shape).prod())

@@ -1,0 +1,107 @@
+"""ImageDatasetLoader: the validation hold-out, the choice of path per split, set_device."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torchvision.transforms import ToTensor
+
+from mlproject.data.fast import InMemoryLoader
+from mlproject.data.images import (
+    ImageDatasetLoader,
+    TensorImages,
+    check_arguments,
+    hold_out,
+    split_off,
+)
+from mlproject.errors import DataError
+
+
+def images(n=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
+    return TensorImages(x, torch.arange(n) % 10)
+
+
+def test_hold_out_is_a_disjoint_cover_of_the_requested_sizes():
+    train, validation = hold_out(100, 30, split_seed=0)
+    assert len(train) == 70 and len(validation) == 30
+    assert sorted(torch.cat([train, validation]).tolist()) == list(range(100))
+    assert torch.equal(train, train.sort().values)
+
+
+def test_hold_out_ignores_the_global_rng_and_follows_split_seed():
+    torch.manual_seed(0)
+    a = hold_out(1000, 100, split_seed=7)[1]
+    torch.manual_seed(1)
+    assert torch.equal(a, hold_out(1000, 100, split_seed=7)[1])
+    assert not torch.equal(a, hold_out(1000, 100, split_seed=8)[1])
+
+
+def test_hold_out_is_the_same_in_another_process():
+    code = (
+        "import torch; from mlproject.data.images import hold_out; torch.manual_seed(99); "
+        "print(hold_out(1000, 100, split_seed=7)[1].tolist())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == str(hold_out(1000, 100, split_seed=7)[1].tolist())
+
+
+@pytest.mark.parametrize(("size", "match"), [(60, "must leave training data"), (-1, ">= 0")])
+def test_hold_out_rejects_impossible_sizes(size, match):
+    with pytest.raises(DataError, match=match):
+        hold_out(60, size, split_seed=0)
+
+
+def test_check_arguments_names_every_problem_at_once():
+    with pytest.raises(DataError) as err:
+        check_arguments(batch_size=True, validation_size=1.5, num_workers=-1, split_seed="a")
+    for part in ("batch_size=True", "validation_size=1.5", "num_workers=-1", "split_seed='a'"):
+        assert part in str(err.value)
+    check_arguments(batch_size=1, validation_size=0, num_workers=0, split_seed=-3)
+
+
+def test_split_off_never_touches_the_test_split():
+    train, test = images(60), images(20, seed=1)
+    splits = split_off(train, test, validation_size=10, split_seed=0)
+    assert splits["test"] is test
+    assert len(splits["train"]) == 50 and len(splits["validation"]) == 10
+    assert split_off(train, test, 0, 0)["validation"] is None
+
+
+def test_each_split_takes_the_fast_path_unless_it_has_a_transform():
+    splits = split_off(images(60), images(20, seed=1), 10, 0)
+    factory = ImageDatasetLoader(
+        splits, 8, mean=(0.5,), std=(0.25,), train_transform=ToTensor(), num_workers=0
+    )
+    assert isinstance(factory.train_loader(), torch.utils.data.DataLoader)
+    assert isinstance(factory.validation_loader(), InMemoryLoader)
+    assert isinstance(factory.test_loader(), InMemoryLoader)
+    factory.check()
+
+
+def test_the_fast_paths_dataset_items_equal_its_batches():
+    splits = split_off(images(60), images(20, seed=1), 10, 0)
+    factory = ImageDatasetLoader(splits, 20, mean=(0.5,), std=(0.25,))
+    x, y = next(iter(factory.test_loader()))
+    items = [factory.test_set()[i] for i in range(20)]
+    assert torch.equal(torch.stack([item[0] for item in items]), x)
+    assert [item[1] for item in items] == y.tolist()
+
+
+def test_set_device_on_the_cpu_moves_nothing():
+    factory = ImageDatasetLoader(split_off(images(), images(), 10, 0), 8, mean=(0.5,), std=(0.5,))
+    factory.set_device(torch.device("cpu"))
+    assert factory.train_loader().device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_set_device_moves_the_in_memory_splits_to_the_gpu():
+    factory = ImageDatasetLoader(split_off(images(), images(), 10, 0), 8, mean=(0.5,), std=(0.5,))
+    factory.set_device(torch.device("cuda", 0))
+    for loader in (factory.train_loader(), factory.validation_loader(), factory.test_loader()):
+        x, y = next(iter(loader))
+        assert x.device.type == "cuda" and y.device.type == "cuda"

@@ -87,7 +87,12 @@ class MLProject:
         self.train_loader = self.datasets.train_loader()
         self.n_batches = check_loader(self.train_loader, "train")
         self.state = TrainState()
-        self.recorder = Recorder(self.config["tensorboard_dir"], run, self.config["progress"])
+        self.recorder = Recorder(
+            self.config["tensorboard_dir"],
+            run,
+            progress=self.config["progress"],
+            stop_on_nonfinite=self.config["nonfinite"] == "error",
+        )
         self.run_dir: Path | None = None
         self.last_metrics: dict[str, float] = {}
         self._stop_signal: int | None = None

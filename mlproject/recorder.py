@@ -79,7 +79,14 @@ class Recorder:
         >>> rec.close()
     """
 
-    def __init__(self, tensorboard_dir: str | None, run: Any = None, progress: bool = True):
+    def __init__(
+        self,
+        tensorboard_dir: str | None,
+        run: Any = None,
+        progress: bool = True,
+        stop_on_nonfinite: bool = True,
+    ):
+        self.stop_on_nonfinite = stop_on_nonfinite
         self.tensorboard_dir = Path(tensorboard_dir) if tensorboard_dir is not None else None
         self.run = run
         self.show_progress = progress
@@ -170,8 +177,8 @@ class Recorder:
     def flush(self, check: bool = True) -> None:
         """Write buffered scalars to TensorBoard and sacred, and sync the event file to disk.
 
-        With ``check``, a NaN/inf ``train/loss`` among them raises NonFiniteLossError (after
-        writing them, so the record shows it).
+        With ``check`` and ``stop_on_nonfinite``, a NaN/inf ``train/loss`` among them raises
+        NonFiniteLossError (after writing them, so the record shows it).
         """
         self._next_flush = time.monotonic() + FLUSH_SECONDS
         pending, self._pending = self._pending, []
@@ -187,7 +194,7 @@ class Recorder:
         if self._events is not None:
             self._events.flush()
             self.n_events = self._events.n_events
-        if check and bad_step is not None:
+        if check and self.stop_on_nonfinite and bad_step is not None:
             raise NonFiniteLossError(
                 f"the training loss is not finite at global step {bad_step}; stopping so that "
                 "no checkpoint holds NaN/inf weights. Use nonfinite=skip to skip such steps"

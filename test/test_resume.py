@@ -144,7 +144,7 @@ from resumable import Resumable  # noqa: E402
 def tiny_config(model_dir: Path, **updates) -> dict:
     config = {
         "model_dir": str(model_dir), "n_epochs": 2, "seed": 3, "save_iterations": 1,
-        "n_samples": 40, "batch_size": 8, "num_workers": 0, "hidden": 8,
+        "n_samples": 40, "batch_size": 8, "num_workers": 0, "drop_last": False, "hidden": 8,
         "fault_at": None, "fault_signal": 0, "progress": False,
     }  # fmt: skip
     return {**config, **updates}

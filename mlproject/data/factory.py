@@ -71,6 +71,8 @@ class DatasetFactory:
 
     def _loader(self, split: str) -> Iterable | None:
         if self._loaders[split] is None and self._sets[split] is not None:
+            if len(self._sets[split]) == 0:  # type: ignore[arg-type]
+                raise DataError(f"the {split} dataset is empty (0 samples)")
             kwargs = {"batch_size": 1, "shuffle": split == "train", **self.loader_kwargs}
             if split != "train":
                 kwargs["shuffle"] = False

@@ -11,7 +11,7 @@ import os
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from mlproject import DatasetFactory, Experiment, MLProject, Model
 
@@ -23,6 +23,7 @@ def config():
     n_samples = 40  # noqa: F841
     batch_size = 8  # noqa: F841
     num_workers = 0  # noqa: F841
+    drop_last = False  # noqa: F841
     hidden = 16  # noqa: F841
     fault_at = None  # noqa: F841
     fault_signal = 15  # noqa: F841
@@ -86,11 +87,15 @@ class Net(Model):
 class Resumable(MLProject):
     @staticmethod
     def get_dataset_factory(config):
-        kwargs = {"batch_size": config["batch_size"], "num_workers": config["num_workers"]}
         return DatasetFactory(
-            train_loader=DataLoader(Noisy(config["n_samples"]), shuffle=True, **kwargs),
-            validation_loader=DataLoader(Noisy(16), **kwargs),
-            test_loader=DataLoader(Noisy(16), **kwargs),
+            train_set=Noisy(config["n_samples"]),
+            validation_set=Noisy(16),
+            test_set=Noisy(16),
+            loader_kwargs={
+                "batch_size": config["batch_size"],
+                "num_workers": config["num_workers"],
+                "drop_last": config["drop_last"],
+            },
         )
 
     @staticmethod

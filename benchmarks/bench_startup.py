@@ -1,0 +1,100 @@
+"""Start-up cost: ``import mlproject`` against ``import torch, tensorboardX, sacred``.
+
+Each import runs in a fresh interpreter (``python -c``), the two alternating, and is timed
+inside that interpreter, so interpreter start-up is excluded. The table gives medians, their
+difference (what mlproject adds over the libraries it is built on), and the top-level modules
+that ``import mlproject`` loads beyond the baseline.
+
+    python benchmarks/bench_startup.py            # 7 imports of each
+    python benchmarks/bench_startup.py --quick    # 1 import of each
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+STATEMENTS = {
+    "baseline": "import torch, tensorboardX, sacred",
+    "mlproject": "import mlproject",
+}
+# Run in the child: time the import, then report it and the top-level modules now loaded.
+PROBE = """
+import sys, time, json, warnings
+warnings.simplefilter("ignore")
+start = time.perf_counter()
+{statement}
+seconds = time.perf_counter() - start
+modules = sorted({{name.split(".")[0] for name in sys.modules}})
+print(json.dumps({{"seconds": seconds, "modules": modules}}))
+"""
+
+
+def time_import(statement: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE.format(statement=statement)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"`{statement}` failed in a fresh interpreter:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=7, help="fresh imports of each")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 import of each")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reps = 1
+    started = time.perf_counter()
+    if not args.quick:  # untimed: fills the OS file cache, so the first run is not special
+        time_import("import torch")
+    samples: dict[str, list[float]] = {name: [] for name in STATEMENTS}
+    modules: dict[str, list[str]] = {}
+    for _ in range(args.reps):
+        for name, statement in STATEMENTS.items():
+            found = time_import(statement)
+            samples[name].append(found["seconds"])
+            modules[name] = found["modules"]
+    median = {name: statistics.median(xs) for name, xs in samples.items()}
+    report = {
+        "benchmark": "startup",
+        "reps": args.reps,
+        "baseline_s": round(median["baseline"], 3),
+        "mlproject_s": round(median["mlproject"], 3),
+        "difference_s": round(median["mlproject"] - median["baseline"], 3),
+        "samples_s": {name: [round(x, 3) for x in xs] for name, xs in samples.items()},
+        "extra_modules": sorted(set(modules["mlproject"]) - set(modules["baseline"])),
+        "loadavg": round(os.getloadavg()[0], 2),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print_table(report)
+    print("JSON: " + json.dumps(report))
+    return report
+
+
+def print_table(report: dict) -> None:
+    print(
+        f"Start-up: median of {report['reps']} fresh interpreters each, alternating "
+        f"(load average {report['loadavg']})"
+    )
+    for name, key in (("baseline", "baseline_s"), ("mlproject", "mlproject_s")):
+        samples = " ".join(f"{x:.2f}" for x in report["samples_s"][name])
+        print(f"  {STATEMENTS[name]:36s} {report[key]:7.3f} s   ({samples})")
+    print(f"  {'difference (mlproject - baseline)':36s} {report['difference_s']:+7.3f} s")
+    extra = ", ".join(m for m in report["extra_modules"] if not m.startswith("_")) or "none"
+    print(f"  top-level modules mlproject loads beyond the baseline: {extra}")
+    print(f"\ntotal {report['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

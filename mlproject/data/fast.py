@@ -33,7 +33,7 @@ def normalize(images: Tensor, mean: Tensor | None = None, std: Tensor | None = N
         >>> normalize(x, torch.tensor([0.5]), torch.tensor([0.5]))[0, 0, 0, 0].item()
         1.0
     """
-    x = images.to(torch.float32).div_(255)
+    x = images.div(255)  # uint8 / int: one pass, the same float32 values as .float().div(255)
     if mean is not None and std is not None:
         x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
     return x

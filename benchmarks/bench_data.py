@@ -1,0 +1,157 @@
+"""Data loading: mlproject's in-memory fast path against the per-sample torchvision pipeline.
+
+For MNIST shapes (60,000 x 28x28, batch 128) and CIFAR-10 shapes (50,000 x 3x32x32, batch
+128, random crop with padding 4 + horizontal flip), images per second of:
+
+  (a) torchvision pipeline: a torchvision-style dataset decoding one PIL image per sample,
+      torchvision transforms (``ToTensor``, ``Normalize``, for CIFAR ``RandomCrop`` and
+      ``RandomHorizontalFlip``), a ``DataLoader`` with 2 workers and shuffling. For MNIST
+      that is ``torchvision.datasets.MNIST`` itself; for CIFAR-10 it is mlproject's
+      per-sample path, the same ``Image.fromarray`` + transforms (torchvision's ``CIFAR10``
+      insists on the real files' MD5 sums, and these files are generated);
+  (b) the fast path: ``MNISTDatasetLoader`` / ``CIFARDatasetLoader`` without transforms,
+      one uint8 tensor indexed per batch, normalised (and augmented) per batch;
+  (c) the fast path on the GPU (after ``set_device``), when CUDA is available.
+
+Works offline: it writes files of random pixels in the real formats (idx, CIFAR pickles) to a
+temporary folder and loads them through the real loaders. Measurements are interleaved
+(a b c a b c ...) and the table gives medians, so the ratios hold on a noisy machine. (a) is
+timed over a fixed number of batches after the first (worker start-up excluded); (b) and (c)
+over whole epochs. Prints a table, then one line of JSON.
+
+    python benchmarks/bench_data.py             # about a minute on 2 cores
+    python benchmarks/bench_data.py --quick     # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torch.utils.data import DataLoader
+from torchvision.transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip, ToTensor
+
+from mlproject.data import CIFARDatasetLoader, MNISTDatasetLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+from data_files import write_cifar10, write_mnist  # noqa: E402 - the tests' format writers
+
+BATCH_SIZE = 128
+WORKERS = 2
+DATASETS = ("mnist", "cifar10")
+LABELS = {
+    "torchvision": "(a) torchvision, PIL + 2 workers",
+    "fast": "(b) fast path, CPU",
+    "fast_gpu": "(c) fast path, GPU",
+}
+
+
+def torchvision_loader(name: str, root: Path) -> DataLoader:
+    """The per-sample pipeline (a) over the training images."""
+    if name == "mnist":
+        norm = Normalize(MNISTDatasetLoader.MEAN, MNISTDatasetLoader.STD)
+        dataset = torchvision.datasets.MNIST(
+            root, train=True, transform=Compose([ToTensor(), norm])
+        )
+    else:
+        norm = Normalize(CIFARDatasetLoader.MEAN, CIFARDatasetLoader.STD)
+        augment = [RandomCrop(32, padding=4), RandomHorizontalFlip(), ToTensor(), norm]
+        factory = CIFARDatasetLoader(
+            BATCH_SIZE, train_transform=Compose(augment), data_dir=root, validation_size=0
+        )
+        dataset = factory.train_set()
+    return DataLoader(
+        dataset, batch_size=BATCH_SIZE, shuffle=True, num_workers=WORKERS, persistent_workers=True
+    )
+
+
+def fast_loader(name: str, root: Path, device: str):
+    """The fast path (b, c) over the training images, on ``device``."""
+    cls = MNISTDatasetLoader if name == "mnist" else CIFARDatasetLoader
+    factory = cls(BATCH_SIZE, data_dir=root, validation_size=0, download=False)
+    factory.set_device(torch.device(device))
+    return factory.train_loader()
+
+
+def images_per_second(loader, max_batches: int | None, device: str) -> float:
+    """Draw batches (all of an epoch, or ``max_batches`` after the first) and time them."""
+    batches = iter(loader)
+    if max_batches is not None:
+        next(batches)  # workers started and warm
+    n, start = 0, time.perf_counter()
+    for k, (x, _) in enumerate(batches):
+        n += len(x)
+        if max_batches is not None and k + 1 >= max_batches:
+            break
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one repetition, few batches")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions")
+    parser.add_argument("--slow-batches", type=int, default=150, help="batches timed for (a)")
+    args = parser.parse_args()
+    repeats, slow_batches = (1, 20) if args.quick else (args.repeats, args.slow_batches)
+    variants = ["torchvision", "fast"] + (["fast_gpu"] if torch.cuda.is_available() else [])
+
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_mnist(root, "MNIST", n_train=60_000, n_test=10_000)
+        write_cifar10(root, n_per_batch=10_000, n_test=10_000)
+        for name in DATASETS:
+            loaders = {
+                "torchvision": torchvision_loader(name, root),
+                "fast": fast_loader(name, root, "cpu"),
+            }
+            if "fast_gpu" in variants:
+                loaders["fast_gpu"] = fast_loader(name, root, "cuda")
+                images_per_second(loaders["fast_gpu"], 5, "cuda")  # CUDA context, kernels
+            rates: dict[str, list[float]] = {v: [] for v in variants}
+            for _ in range(repeats):
+                for variant in variants:
+                    limit = slow_batches if variant == "torchvision" else None
+                    device = "cuda" if variant == "fast_gpu" else "cpu"
+                    rates[variant].append(images_per_second(loaders[variant], limit, device))
+            results[name] = {v: statistics.median(r) for v, r in rates.items()}
+            del loaders
+
+    print(f"{'dataset':<9} {'pipeline':<34} {'images/s':>12} {'vs (a)':>8}")
+    for name, rates in results.items():
+        for variant, rate in rates.items():
+            ratio = rate / rates["torchvision"]
+            print(f"{name:<9} {LABELS[variant]:<34} {rate:>12,.0f} {ratio:>7.1f}x")
+    summary = {
+        "benchmark": "data",
+        "batch_size": BATCH_SIZE,
+        "workers": WORKERS,
+        "repeats": repeats,
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "images_per_s": {
+            n: {v: round(r) for v, r in rates.items()} for n, rates in results.items()
+        },
+        "ratio_vs_torchvision": {
+            n: {
+                v: round(r / rates["torchvision"], 1)
+                for v, r in rates.items()
+                if v != "torchvision"
+            }
+            for n, rates in results.items()
+        },
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -67,9 +67,7 @@ def torchvision_loader(name: str, root: Path) -> DataLoader:
             BATCH_SIZE, train_transform=Compose(augment), data_dir=root, validation_size=0
         )
         dataset = factory.train_set()
-    return DataLoader(
-        dataset, batch_size=BATCH_SIZE, shuffle=True, num_workers=WORKERS, persistent_workers=True
-    )
+    return DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, num_workers=WORKERS)
 
 
 def fast_loader(name: str, root: Path, device: str):

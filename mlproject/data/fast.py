@@ -26,17 +26,31 @@ def normalize(images: Tensor, mean: Tensor | None = None, std: Tensor | None = N
     """uint8 ``N x C x H x W`` to float32 in [0, 1], then ``(x - mean) / std`` per channel.
 
     The same float32 operations, in the same order, as torchvision's ``ToTensor()`` followed by
-    ``Normalize(mean, std)``, so both give identical tensors.
+    ``Normalize(mean, std)``, so both give identical tensors, on the CPU and on a GPU.
 
     Example:
         >>> x = torch.full((1, 1, 2, 2), 255, dtype=torch.uint8)
         >>> normalize(x, torch.tensor([0.5]), torch.tensor([0.5]))[0, 0, 0, 0].item()
         1.0
     """
-    x = images.div(255)  # uint8 / int: one pass, the same float32 values as .float().div(255)
+    x = images.div(_divisor(images.device))  # uint8 -> float32 in one pass
     if mean is not None and std is not None:
         x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
     return x
+
+
+def _divisor(device: torch.device) -> float | Tensor:
+    """255, as ``ToTensor`` divides by it: a number on the CPU; on a GPU a tensor there,
+    because CUDA turns division by a host number into multiplication by its reciprocal,
+    which differs from the CPU's division in the last bit."""
+    if device.type == "cpu":
+        return 255
+    if device not in _DIVISORS:
+        _DIVISORS[device] = torch.full((), 255.0, device=device)
+    return _DIVISORS[device]
+
+
+_DIVISORS: dict[torch.device, Tensor] = {}
 
 
 def crop_flip(images: Tensor, offsets: Tensor, flips: Tensor, padding: int) -> Tensor:

@@ -18,7 +18,7 @@ from torchvision.transforms import (
 )
 
 from mlproject.data import CIFARDatasetLoader, InMemoryLoader
-from mlproject.data.fast import crop_flip, normalize
+from mlproject.data.fast import crop_flip
 from mlproject.errors import DataError
 
 MEAN, STD = torch.tensor(CIFARDatasetLoader.MEAN), torch.tensor(CIFARDatasetLoader.STD)
@@ -112,12 +112,14 @@ def test_the_fast_training_split_is_augmented_unless_turned_off(cifar_dir):
     assert torch.equal(y_plain, y_aug)  # same order: augmentation draws after the permutation
     assert not torch.equal(x_plain, x_aug)
     # every augmented image is one of the 9 x 9 crops x 2 flips of its plain image
-    raw = ((x_plain * STD.view(1, 3, 1, 1) + MEAN.view(1, 3, 1, 1)) * 255).round().to(torch.uint8)
+    raw_plain, raw_aug = (
+        ((x * STD.view(1, 3, 1, 1) + MEAN.view(1, 3, 1, 1)) * 255).round().to(torch.uint8)
+        for x in (x_plain, x_aug)
+    )
     matched = torch.zeros(100, dtype=torch.bool)
     for dy, dx, flip in itertools.product(range(9), range(9), (False, True)):
         offsets, flips = torch.tensor([[dy, dx]]).expand(100, 2), torch.full((100,), flip)
-        variant = normalize(crop_flip(raw, offsets, flips, 4), MEAN, STD)
-        matched |= (variant == x_aug).all(dim=(1, 2, 3))
+        matched |= (crop_flip(raw_plain, offsets, flips, 4) == raw_aug).all(dim=(1, 2, 3))
     assert matched.all()
     x_test, _ = next(iter(augmented.test_loader()))
     assert torch.equal(x_test, next(iter(plain.test_loader()))[0])  # only training augments
@@ -212,3 +214,48 @@ def test_a_pickle_that_would_run_code_is_refused(cifar_dir):
     with pytest.raises(DataError) as err:
         CIFARDatasetLoader(data_dir=root, download=False)
     assert "system" in str(err.value) and str(path) in str(err.value)
+
+
+# --- the trainer's exact resume over the augmented fast path ---------------------------------
+
+
+def test_a_run_resumed_mid_epoch_equals_the_run_that_never_stopped(cifar_dir):
+    """Shuffled, cropped and flipped batches: the resumed run must see the very same ones."""
+    from torch import nn
+
+    from mlproject import MLProject, ProxyModel
+
+    root, _ = cifar_dir
+
+    class Project(MLProject):
+        @staticmethod
+        def get_dataset_factory(config):
+            return CIFARDatasetLoader(8, data_dir=root, validation_size=10, download=False)
+
+        @staticmethod
+        def get_model(config):
+            torch.manual_seed(0)
+            net = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(3 * 32 * 32, 10))
+            return ProxyModel(net, torch.optim.Adam(net.parameters(), 1e-2), nn.CrossEntropyLoss())
+
+    def train(model_dir, steps, **extra):
+        config = {
+            "model_dir": str(model_dir),
+            "n_global_iterations": steps,
+            "save_iterations": 1,
+            "seed": 7,
+            "progress": False,
+            **extra,
+        }
+        Project(config).train()
+        (run_dir,) = model_dir.iterdir()
+        return torch.load(sorted(run_dir.glob("checkpoint-*.pt"))[-1], weights_only=True)
+
+    straight = train(root / "straight", 16)  # 12 batches per epoch: stops in epoch 2
+    for stop in (13,):  # mid-epoch in the second epoch: both RNG restores matter
+        train(root / f"stop{stop}", stop)
+        resumed = train(root / f"stop{stop}", 16, resume="auto")
+        assert resumed["state"]["global_step"] == 16
+        for name, value in straight["model"]["weights"].items():
+            assert torch.equal(value, resumed["model"]["weights"][name]), f"stop {stop}: {name}"
+        assert torch.equal(straight["rng"]["torch"], resumed["rng"]["torch"])

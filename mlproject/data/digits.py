@@ -1,4 +1,4 @@
-"""DigitsDatasetLoader: scikit-learn's bundled 8x8 handwritten digits, real data that needs no download."""
+"""DigitsDatasetLoader: scikit-learn's bundled 8x8 handwritten digits, offline real data."""
 
 from __future__ import annotations
 

@@ -10,12 +10,14 @@ stopped on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 import warnings
 from typing import Any
 
 from mlproject.config import DEFAULTS, validate_config
 from mlproject.errors import ConfigError, TrainingInterrupted
+from mlproject.recorder import show_progress_on
 
 # sacred 0.8.7 imports pkg_resources, which warns on every start; the warning is not ours to fix.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
@@ -51,18 +53,35 @@ class Experiment(sacred.Experiment):
         self.add_config(dict(SACRED_DEFAULTS))
         self.config_hook(_validate)
         self.captured_out_filter = apply_backspaces_and_linefeeds
+        show_progress_on(_terminal())
 
     def _create_run(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super()._create_run(*args, **kwargs)
+            run = super()._create_run(*args, **kwargs)
         except ConfigAddedError as err:
             raise ConfigError(_unknown_keys_message(err)) from None
+        if run.capture_mode is None:
+            # sacred's default 'fd' capture tees through subprocesses and can lose the last
+            # lines of output (seen here); 'sys' is reliable. --capture=fd still works.
+            run.capture_mode = "sys"
+        return run
 
     def run_commandline(self, argv: Any = None) -> Any:
         try:
             return super().run_commandline(argv)
         except TrainingInterrupted as interrupted:
             sys.exit(interrupted.exit_code)
+
+
+def _terminal() -> Any:
+    """A second handle on this process's stderr, made before sacred captures fds 1 and 2.
+
+    Progress bars written to it reach the terminal but never the run's captured output.
+    """
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8")
+    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. a notebook)
+        return None
 
 
 def _unknown_keys_message(err: ConfigAddedError) -> str:

@@ -403,6 +403,8 @@ class MLProject:
         self.recorder.open(self.run_dir, info, self._events_at_open)
         self.model.writer = self.recorder.writer
         self._checked = False
+        self._epoch_finished = False
+        self._bar = self.recorder.progress(0, 0, "", enabled=False)  # for own train_epoch loops
         self._save_every = self.config["save_iterations"]
         self._save_every = self._save_every if isinstance(self._save_every, int) else None
         handlers = self._install_signal_handlers()

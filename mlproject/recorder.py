@@ -37,6 +37,13 @@ except ImportError:  # Windows: no advisory locks; the lock file still names the
 FLUSH_SECONDS = 10.0  # how often buffered scalars reach TensorBoard and sacred
 PROGRESS_SECONDS = 0.5  # how often the progress bar reads the live loss (a host sync)
 log = logging.getLogger(__name__)
+_progress_stream: Any = None  # where bars go; None = sys.stderr at the time
+
+
+def show_progress_on(stream: Any) -> None:
+    """Send progress bars to ``stream`` (the experiment glue points it past sacred's capture)."""
+    global _progress_stream
+    _progress_stream = stream
 
 
 def new_run_dir(model_dir: Path, name: str, tensorboard_dir: Path | None) -> Path:
@@ -217,9 +224,9 @@ class Recorder:
             self.run.add_artifact(str(path), name=path.name)
 
     # --- progress -----------------------------------------------------------------------------
-    def progress(self, total: int, initial: int, desc: str) -> Progress:
+    def progress(self, total: int, initial: int, desc: str, enabled: bool = True) -> Progress:
         """A progress bar for one epoch (on stderr; disabled by progress=False)."""
-        return Progress(total, initial, desc, enabled=self.show_progress)
+        return Progress(total, initial, desc, enabled=enabled and self.show_progress)
 
 
 class Progress:
@@ -229,7 +236,8 @@ class Progress:
         self.bar = None
         if enabled:
             self.bar = tqdm(
-                total=total, initial=initial, desc=desc, file=sys.stderr, mininterval=0.5,
+                total=total, initial=initial, desc=desc, mininterval=0.5,
+                file=_progress_stream or sys.stderr,
                 dynamic_ncols=True, leave=False,
             )  # fmt: skip
         self._next = 0.0

@@ -41,5 +41,5 @@ class DigitsProject(MLProject):
 @ex.automain
 def main(_run):
     summary = DigitsProject.from_run(_run).train()
-    print(f"test accuracy: {summary['test']['accuracy']:.4f}")
+    print(f"test accuracy: {summary['test']['accuracy']:.4f}", flush=True)
     return summary

@@ -186,12 +186,12 @@ class InMemoryLoader:
         for k in range(len(self)):
             start, stop = k * self.batch_size, min((k + 1) * self.batch_size, len(self.images))
             if order is None:
-                index = torch.arange(start, stop, device=self.images.device)
-                images = self.images[start:stop]
+                images, labels = self.images[start:stop], self.labels[start:stop]
             else:
                 # index_select, not images[index]: advanced indexing is ~10x slower on CPU.
                 index = order[start:stop]
                 images = self.images.index_select(0, index)
+                labels = self.labels.index_select(0, index)
             if offsets is not None or flips is not None:
                 # Draws are by position in the epoch, not by sample id: a sample gets a new
                 # crop every epoch, and the draws do not depend on the batch size.
@@ -202,7 +202,7 @@ class InMemoryLoader:
                     flips[start:stop] if flips is not None else self._zeros(count).bool(),
                     self.crop_padding,
                 )
-            yield normalize(images, self.mean, self.std), self.labels.index_select(0, index)
+            yield normalize(images, self.mean, self.std), labels
 
     def _zeros(self, *shape: int) -> Tensor:
         return torch.zeros(shape, dtype=torch.int64, device=self.images.device)

@@ -97,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repetition, few batches")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions")
-    parser.add_argument("--slow-batches", type=int, default=150, help="batches timed for (a)")
+    parser.add_argument("--slow-batches", type=int, default=100, help="batches timed for (a)")
     args = parser.parse_args()
     repeats, slow_batches = (1, 20) if args.quick else (args.repeats, args.slow_batches)
     variants = ["torchvision", "fast"] + (["fast_gpu"] if torch.cuda.is_available() else [])

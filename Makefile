@@ -22,6 +22,18 @@ venv: $(STAMP)  ## create .venv and install mlproject with its dev and example e
 train: $(STAMP)  ## train the default example (MLP on scikit-learn's digits, offline) and print its test accuracy
 	cd examples/digits && ../../$(PY) main.py with n_epochs=20 $(EXAMPLE_ARGS)
 
+mnist: $(STAMP)  ## train an MLP on MNIST (downloaded into the data dir if missing)
+	cd examples/mnist && ../../$(PY) main.py with n_epochs=5 $(EXAMPLE_ARGS)
+
+fashion-mnist: $(STAMP)  ## train a small CNN on Fashion-MNIST (downloaded if missing)
+	cd examples/fashion_mnist && ../../$(PY) main.py with n_epochs=10 $(EXAMPLE_ARGS)
+
+cifar10: $(STAMP)  ## train ResNet18 on CIFAR-10, README transforms (EXAMPLE_ARGS=fast_data=True: in-memory path)
+	cd examples/cifar10 && ../../$(PY) main.py with n_epochs=30 $(EXAMPLE_ARGS)
+
+cluttered-mnist: $(STAMP)  ## train a CNN on seeded ClutteredMNIST, built from the MNIST files
+	cd examples/cluttered_mnist && ../../$(PY) main.py with n_epochs=10 $(EXAMPLE_ARGS)
+
 test: $(STAMP)  ## run the whole test suite (slow tests included)
 	$(PY) -m pytest -q
 

@@ -1,7 +1,15 @@
 """mlproject: a small, fast, trustworthy skeleton for PyTorch projects (sacred + TensorBoard)."""
 
 from mlproject.config import DEFAULTS
-from mlproject.data import DatasetFactory
+from mlproject.data import (
+    CIFARDatasetLoader,
+    ClutteredMNISTDatasetLoader,
+    DatasetFactory,
+    DigitsDatasetLoader,
+    FashionMNISTDatasetLoader,
+    InMemoryLoader,
+    MNISTDatasetLoader,
+)
 from mlproject.errors import (
     CheckpointError,
     ConfigError,
@@ -18,10 +26,16 @@ from mlproject.project import MLProject
 
 __all__ = [
     "DEFAULTS",
+    "CIFARDatasetLoader",
     "CheckpointError",
+    "ClutteredMNISTDatasetLoader",
     "ConfigError",
     "DataError",
     "DatasetFactory",
+    "DigitsDatasetLoader",
+    "FashionMNISTDatasetLoader",
+    "InMemoryLoader",
+    "MNISTDatasetLoader",
     "Experiment",
     "LogLevel",
     "MLProject",

@@ -499,6 +499,22 @@ def test_train_batch_breaking_the_contract_fails_at_the_first_step(build, model,
     assert len(project.model.steps) == 1
 
 
+def test_metrics_may_be_left_out_on_steps_that_log_nothing(build, tiny_model):
+    """ProxyModel skips accuracy on unlogged steps; naming it in ``metrics`` must still work."""
+
+    def model():
+        proxy = tiny_model()
+        proxy.metrics = ("loss", "accuracy")
+        return proxy
+
+    run = FakeRun(run_id=1)
+    project = build(model=model, run=run, log_iteration_scalars=2, log_iteration_all=None)
+    summary = project.train()
+    assert summary["global_step"] == 4
+    logged = sorted((tag, step) for tag, _, step in run.scalars if tag.startswith("train/"))
+    assert logged == [(f"train/{name}", step) for name in ("accuracy", "loss") for step in (2, 4)]
+
+
 def test_benchmark_goal_missing_fails_at_construction(build, tmp_path):
     with pytest.raises(ModelError, match="benchmark_goal"):
         build(model=functools.partial(Recording, metric="accuracy"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -181,7 +182,13 @@ def _move(batch: Any, device: torch.device, non_blocking: bool) -> Any:
         moved = [_move(b, device, non_blocking) for b in batch]
         return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
     if isinstance(batch, Mapping):
-        return type(batch)({k: _move(v, device, non_blocking) for k, v in batch.items()})
+        moved = {k: _move(v, device, non_blocking) for k, v in batch.items()}
+        if isinstance(batch, defaultdict):
+            return defaultdict(batch.default_factory, moved)
+        try:
+            return type(batch)(moved)
+        except TypeError:  # a mapping type that cannot be built from a dict
+            return moved
     return batch
 
 

@@ -167,9 +167,10 @@ class MLProject:
         state = self.state
         state.global_step += 1
         state.batch_in_epoch += 1
-        if state.global_step == 1 or not self._checked:
-            scalars(outputs, "train_batch", self.model.metrics)
-            self._checked = True
+        if not self._checked:  # the contract, checked once (metrics: on a step that logs)
+            logs = self.model.log_level >= LogLevel.SCALARS
+            scalars(outputs, "train_batch", self.model.metrics if logs else None)
+            self._checked = logs
         if self.model.log_level >= LogLevel.SCALARS:
             self.recorder.log("train", self._train_scalars(outputs), state.global_step)
         self._bar.update(outputs)

@@ -11,7 +11,7 @@ Two measures, each with runs interleaved across the writers and medians reported
 adds what it takes until every event is in the file (tensorboardX: ``close()``, which drains its
 writer thread's queue; mlproject: ``flush()``, which also fsyncs). Construction is not timed.
 
-    python benchmarks/bench_logging.py            # 20000 scalars/steps, 5 repetitions
+    python benchmarks/bench_logging.py            # 10000 scalars/steps, 5 repetitions
     python benchmarks/bench_logging.py --quick    # smoke run
 """
 
@@ -185,7 +185,7 @@ def measure(group: list[Case], n: int, reps: int, data: list, new_folder) -> dic
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=20000, help="scalars (or steps) per run")
+    parser.add_argument("--n", type=int, default=10000, help="scalars (or steps) per run")
     parser.add_argument("--reps", type=int, default=5, help="timed runs of each writer")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1000 calls, 1 repetition")
     args = parser.parse_args(argv)

@@ -5,7 +5,7 @@ inside that interpreter, so interpreter start-up is excluded. The table gives me
 difference (what mlproject adds over the libraries it is built on), and the top-level modules
 that ``import mlproject`` loads beyond the baseline.
 
-    python benchmarks/bench_startup.py            # 7 imports of each
+    python benchmarks/bench_startup.py            # 5 imports of each
     python benchmarks/bench_startup.py --quick    # 1 import of each
 """
 
@@ -49,7 +49,7 @@ def time_import(statement: str) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=7, help="fresh imports of each")
+    parser.add_argument("--reps", type=int, default=5, help="fresh imports of each")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 import of each")
     args = parser.parse_args(argv)
     if args.quick:

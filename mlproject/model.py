@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -162,14 +163,21 @@ class Model(nn.Module):
     # --- helpers for train_batch ------------------------------------------------------------
     def loss_is_finite(self, loss: torch.Tensor) -> bool:
         """True if ``loss`` is finite. Otherwise raise (nonfinite='error') or return False
-        (nonfinite='skip'), so that ``train_batch`` can skip the optimizer step."""
-        if bool(torch.isfinite(loss).all()):
+        (nonfinite='skip'), so that ``train_batch`` can skip the optimizer step.
+
+        Reading a GPU loss is a host sync, so on a GPU with nonfinite='error' this returns True
+        without looking: the trainer then catches a NaN when the loss is read for logging, and
+        before every checkpoint (which is never written with non-finite weights).
+        """
+        if loss.is_cuda and self.nonfinite == "error":
+            return True
+        value = loss.item() if loss.numel() == 1 else loss.detach().sum().item()
+        if math.isfinite(value):
             return True
         if self.nonfinite == "error":
             raise NonFiniteLossError(
-                f"{self.name}: loss is {loss.detach().float().mean().item()} at global step "
-                f"{self.global_step + 1}; no update was applied. "
-                "Use nonfinite=skip to skip such steps"
+                f"{self.name}: loss is {value} at global step {self.global_step + 1}; no update "
+                "was applied. Use nonfinite=skip to skip such steps"
             )
         self.skipped_steps += 1
         return False
@@ -177,6 +185,8 @@ class Model(nn.Module):
 
 def _move(batch: Any, device: torch.device, non_blocking: bool) -> Any:
     if isinstance(batch, torch.Tensor):
+        if batch.device == device:  # the common CPU case: nothing to do, and cheaper than .to
+            return batch
         return batch.to(device, non_blocking=non_blocking)
     if isinstance(batch, tuple | list):
         moved = [_move(b, device, non_blocking) for b in batch]
@@ -196,8 +206,9 @@ class ProxyModel(Model):
     """Wraps a plain network, an optimizer and a loss for the common supervised case.
 
     Batches are ``(inputs, targets)``. Returns ``loss``, and ``accuracy`` for classification
-    (a ``CrossEntropyLoss``/``NLLLoss`` loss). Checks the loss is finite before the optimizer
-    step, so a NaN never reaches the weights.
+    (a ``CrossEntropyLoss``/``NLLLoss`` loss; in training only on steps that log, and not at
+    all with ``train_accuracy=False``). Checks the loss is finite before the optimizer step,
+    so a NaN never reaches the weights (see ``Model.loss_is_finite`` for GPUs).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
@@ -216,6 +227,7 @@ class ProxyModel(Model):
         scheduler: Any = None,
         benchmark_metric: str = "loss",
         benchmark_goal: str | None = None,
+        train_accuracy: bool = True,
     ):
         super().__init__(name=name or type(net).__name__.lower())
         self.net = net
@@ -226,6 +238,7 @@ class ProxyModel(Model):
         self.benchmark_metric = benchmark_metric
         self.benchmark_goal = benchmark_goal
         self.classification = isinstance(loss, nn.CrossEntropyLoss | nn.NLLLoss)
+        self.train_accuracy = train_accuracy and self.classification
 
     def forward(self, x: Any) -> Any:
         return self.net(x)
@@ -239,7 +252,7 @@ class ProxyModel(Model):
             loss.backward()
             self.opt.step()
         result = {"loss": loss.detach()}
-        if self.classification and self.log_level >= LogLevel.SCALARS:
+        if self.train_accuracy and self.log_level >= LogLevel.SCALARS:
             result["accuracy"] = _accuracy(out, y)
         return result
 

@@ -157,9 +157,11 @@ class MLProject:
 
     def begin_step(self) -> None:
         """Tell the model its global step and how much this step will log."""
-        self.model.global_step = self.state.global_step
-        self.model.log_level = self._log_level(
-            self.state.global_step + 1, self.state.batch_in_epoch + 1
+        # plain attributes: skip nn.Module.__setattr__'s parameter bookkeeping on the hot path
+        model, state = self.model, self.state
+        object.__setattr__(model, "global_step", state.global_step)
+        object.__setattr__(
+            model, "log_level", self._log_level(state.global_step + 1, state.batch_in_epoch + 1)
         )
 
     def end_step(self, outputs: dict[str, Any]) -> None:

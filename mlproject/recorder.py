@@ -102,6 +102,7 @@ class Recorder:
         self._events = None
         self._lock_fd: int | None = None
         self._pending: list[tuple[str, int, Any, float]] = []
+        self._tags: dict[tuple[str, str], str] = {}
         self._next_flush = time.monotonic() + FLUSH_SECONDS
         self.n_events = 0
 
@@ -174,7 +175,12 @@ class Recorder:
     def log(self, group: str, values: dict[str, Any], step: int) -> None:
         """Buffer ``values`` (numbers or 0-d tensors) under tags ``group/name`` at ``step``."""
         now = time.time()
-        self._pending.extend((f"{group}/{k}", step, v, now) for k, v in values.items())
+        tags = self._tags
+        for key, value in values.items():
+            tag = tags.get((group, key))
+            if tag is None:
+                tag = tags[group, key] = f"{group}/{key}"
+            self._pending.append((tag, step, value, now))
 
     def maybe_flush(self) -> None:
         """Flush when ``FLUSH_SECONDS`` have passed; cheap enough to call every step."""
@@ -225,19 +231,23 @@ class Recorder:
 
     # --- progress -----------------------------------------------------------------------------
     def progress(self, total: int, initial: int, desc: str, enabled: bool = True) -> Progress:
-        """A progress bar for one epoch (on stderr; disabled by progress=False)."""
-        return Progress(total, initial, desc, enabled=enabled and self.show_progress)
+        """A progress bar for one epoch (on stderr; disabled by progress=False).
+
+        Inside a sacred run it goes to the stream the experiment set aside, past the capture.
+        """
+        stream = (_progress_stream if self.run is not None else None) or sys.stderr
+        return Progress(total, initial, desc, enabled=enabled and self.show_progress, file=stream)
 
 
 class Progress:
     """A tqdm bar whose loss display is refreshed at most every ``PROGRESS_SECONDS``."""
 
-    def __init__(self, total: int, initial: int, desc: str, enabled: bool):
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool, file: Any):
         self.bar = None
         if enabled:
             self.bar = tqdm(
                 total=total, initial=initial, desc=desc, mininterval=0.5,
-                file=_progress_stream or sys.stderr,
+                file=file,
                 dynamic_ncols=True, leave=False,
             )  # fmt: skip
         self._next = 0.0
@@ -257,18 +267,17 @@ class Progress:
 
 
 def _floats(values: list[Any]) -> list[float]:
-    """Convert numbers and 0-d tensors to floats with one host sync per device."""
+    """Convert numbers and 0-d tensors to floats with one host sync per device and dtype."""
     out: list[Any] = list(values)
-    by_device: dict[torch.device, list[int]] = {}
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, v in enumerate(values):
         if isinstance(v, torch.Tensor):
-            by_device.setdefault(v.device, []).append(i)
+            groups.setdefault((v.device, v.dtype), []).append(i)
         else:
             out[i] = float(v)
-    for indices in by_device.values():
-        stacked = torch.stack([values[i].detach().to(torch.float64) for i in indices])
-        for i, f in zip(indices, stacked.tolist()):
-            out[i] = f
+    for indices in groups.values():
+        for i, f in zip(indices, torch.stack([values[i] for i in indices]).tolist()):
+            out[i] = float(f)
     return out
 
 

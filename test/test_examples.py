@@ -45,3 +45,21 @@ def test_digits_default_training_reaches_95_percent(start_script, tmp_path, reco
     assert process.returncode == 0, err[-3000:]
     accuracy = float(re.search(r"^test accuracy: ([\d.]+)$", out, flags=re.MULTILINE).group(1))
     assert accuracy >= 0.95
+
+
+EXAMPLES = sorted(str(p.relative_to(REPO)) for p in REPO.glob("examples/*/main.py"))
+
+
+def test_every_example_is_executable_and_prints_its_config(start_script, tmp_path):
+    """``./main.py print_config`` works for each example and lists the framework's keys."""
+    assert len(EXAMPLES) >= 5
+    started = {}
+    for script in EXAMPLES:
+        assert os.access(REPO / script, os.X_OK), script
+        started[script] = start_script(script, "print_config", cwd=tmp_path)
+    for script, process in started.items():
+        out, err = process.communicate(timeout=240)
+        assert process.returncode == 0, (script, err[-2000:])
+        for key in ("n_epochs", "n_global_iterations", "tensorboard_dir", "resume", "seed"):
+            assert key in out, (script, key)
+    assert not any(tmp_path.iterdir()), "print_config must not write anything"

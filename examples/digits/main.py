@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """The default example: an MLP on scikit-learn's handwritten digits (real data, offline).
 
-    ./main.py                                   # train with the defaults below
-    ./main.py with n_epochs=5 device=cuda:0 tensorboard_dir=tb
-    ./main.py print_config                      # every key, the framework's included
+./main.py                                   # train with the defaults below
+./main.py with n_epochs=5 device=cuda:0 tensorboard_dir=tb
+./main.py print_config                      # every key, the framework's included
 """
 
 import torch

@@ -16,16 +16,9 @@ from mlproject import checkpoint
 from mlproject.errors import CheckpointError, TrainingInterrupted
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-from resumable import Resumable  # noqa: E402
+from resumable import Resumable, in_process_config  # noqa: E402
 
-
-def config(model_dir: Path, **updates) -> dict:
-    base = {
-        "model_dir": str(model_dir), "n_epochs": 1, "seed": 3, "save_iterations": 1,
-        "n_samples": 40, "batch_size": 8, "num_workers": 0, "drop_last": False, "hidden": 8,
-        "fault_at": None, "fault_signal": 0, "progress": False,
-    }  # fmt: skip
-    return {**base, **updates}
+config = in_process_config
 
 
 def run_dir_of(model_dir: Path) -> Path:

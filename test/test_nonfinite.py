@@ -13,17 +13,13 @@ from mlproject.errors import NonFiniteLossError
 from mlproject.tensorboard import read_scalars
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-from resumable import Resumable  # noqa: E402
+from resumable import Resumable, in_process_config  # noqa: E402
 
 
 def config(tmp_path: Path, **updates) -> dict:
-    base = {
-        "model_dir": str(tmp_path / "m"), "tensorboard_dir": str(tmp_path / "tb"),
-        "n_epochs": 2, "seed": 3, "save_iterations": 1, "n_samples": 40, "batch_size": 8,
-        "num_workers": 0, "drop_last": False, "hidden": 8, "fault_at": 4, "fault_signal": -1,
-        "progress": False,
-    }  # fmt: skip
-    return {**base, **updates}
+    """Two epochs of 5 steps, with a NaN loss injected at step 4."""
+    base = {"tensorboard_dir": str(tmp_path / "tb"), "n_epochs": 2, "fault_at": 4}
+    return in_process_config(tmp_path / "m", fault_signal=-1, **{**base, **updates})
 
 
 def test_nan_loss_stops_the_run_naming_the_step_with_only_finite_checkpoints(tmp_path):

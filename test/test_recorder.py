@@ -14,13 +14,7 @@ from mlproject.recorder import Recorder, new_run_dir
 from mlproject.tensorboard import read_scalars
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-from resumable import Resumable  # noqa: E402
-
-CONFIG = {
-    "n_epochs": 1, "seed": 3, "n_samples": 40, "batch_size": 8, "num_workers": 0,
-    "drop_last": False, "hidden": 8,
-    "fault_at": None, "fault_signal": 0, "progress": False,
-}  # fmt: skip
+from resumable import Resumable, in_process_config  # noqa: E402
 
 
 class FakeRun:
@@ -37,13 +31,13 @@ class FakeRun:
 
 
 def test_second_writer_on_a_run_folder_is_refused(tmp_path):
-    Resumable({**CONFIG, "model_dir": str(tmp_path)}).train()
+    Resumable(in_process_config(tmp_path)).train()
     (run_dir,) = tmp_path.iterdir()
     holder = Recorder(None, progress=False)
     holder.open(run_dir, {})
     try:
         with pytest.raises(RunLockedError, match=f"{run_dir}.* in use by another process \\(pid"):
-            Resumable({**CONFIG, "model_dir": str(tmp_path), "resume": "auto"}).train()
+            Resumable(in_process_config(tmp_path, resume="auto")).train()
     finally:
         holder.close()
 

@@ -138,16 +138,11 @@ def test_resume_auto_starts_fresh_when_there_is_nothing(tmp_path):
 
 # --- in process: stop after every step k of a short run ----------------------------------------
 sys.path.insert(0, str(SCRIPT.parent))
-from resumable import Resumable  # noqa: E402
+from resumable import Resumable, in_process_config  # noqa: E402
 
 
 def tiny_config(model_dir: Path, **updates) -> dict:
-    config = {
-        "model_dir": str(model_dir), "n_epochs": 2, "seed": 3, "save_iterations": 1,
-        "n_samples": 40, "batch_size": 8, "num_workers": 0, "drop_last": False, "hidden": 8,
-        "fault_at": None, "fault_signal": 0, "progress": False,
-    }  # fmt: skip
-    return {**config, **updates}
+    return in_process_config(model_dir, **{"n_epochs": 2, **updates})
 
 
 def final_state(model_dir: Path) -> dict:

@@ -30,6 +30,19 @@ def config():
     progress = False  # noqa: F841
 
 
+def in_process_config(model_dir, **updates) -> dict:
+    """The script's config as a dict, for tests that build ``Resumable`` in process.
+
+    40 samples in batches of 8: 5 steps per epoch; a checkpoint after every step.
+    """
+    config = {
+        "model_dir": str(model_dir), "n_epochs": 1, "seed": 3, "save_iterations": 1,
+        "n_samples": 40, "batch_size": 8, "num_workers": 0, "drop_last": False, "hidden": 8,
+        "fault_at": None, "fault_signal": 0, "progress": False,
+    }  # fmt: skip
+    return {**config, **updates}
+
+
 class Noisy(Dataset):
     """Fixed points plus fresh noise on every access: the workers' RNG matters."""
 

@@ -160,7 +160,8 @@ def test_resume_after_every_step_equals_straight_run(tmp_path):
         with pytest.raises(RuntimeError, match=f"injected failure at step {k + 1}"):
             Resumable(tiny_config(model_dir, fault_at=k + 1)).train()
         assert final_state(model_dir)["state"]["global_step"] == k
-        Resumable(tiny_config(model_dir, resume="auto")).train()
+        with pytest.warns(UserWarning, match=f"changed config keys: fault_at: {k + 1} -> None"):
+            Resumable(tiny_config(model_dir, resume="auto")).train()
         resumed = final_state(model_dir)
         for key in ("model", "state", "rng"):
             assert_same(reference[key], resumed[key], f"stop at {k}: {key}")

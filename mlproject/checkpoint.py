@@ -16,8 +16,9 @@ import pickle
 import random
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -48,27 +49,26 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync'ed, then renamed into place."""
+def _replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Run ``write`` on a temporary file, fsync it, then rename it to ``path``."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
     with open(tmp, "wb") as f:
-        f.write(data)
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync'ed, then renamed into place."""
+    _replace_atomically(path, lambda f: f.write(data))
 
 
 def save(payload: dict[str, Any], path: Path) -> None:
     """Save ``payload`` at ``path`` atomically, then its checksum record (the completeness mark)."""
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    digest, size = _digest(tmp)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    _replace_atomically(path, lambda f: torch.save(payload, f))
+    digest, size = _digest(path)
     record = {"sha256": digest, "size": size, "step": payload.get("state", {}).get("global_step")}
     write_atomic(record_path(path), json.dumps(record).encode())
 

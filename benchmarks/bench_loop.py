@@ -126,7 +126,7 @@ def run_mlproject(kind: str, batches: list, steps: int, root: Path) -> Result:
         def end_training(self) -> None:
             # The last scalars reach the event file here; the end-of-run checkpoint that
             # follows is not loop overhead and is reported apart.
-            self.recorder.flush()
+            self.logger.flush()
             self.stopped = time.perf_counter()
             super().end_training()
 

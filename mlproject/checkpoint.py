@@ -18,7 +18,7 @@ import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypedDict
 
 import numpy as np
 import torch
@@ -34,8 +34,43 @@ RUN_INFO_NAME = "run.json"  # what run this folder holds (prefix, model name, fi
 LOCK_NAME = "lock"  # held by the one process writing to the folder
 TMP_SUFFIX = ".tmp"
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sink states under "sinks" (1 had TensorBoard's count as "n_events")
 log = logging.getLogger(__name__)
+
+
+class Checkpoint(TypedDict):
+    """What a checkpoint holds: plain data and tensors only, so ``weights_only=True`` reads it."""
+
+    format: int  # FORMAT_VERSION
+    model: dict[str, Any]  # Model.training_state(): weights, optimizers, schedulers, structure
+    state: dict[str, Any]  # TrainState.as_dict(): the loop's counters
+    rng: dict[str, Any]  # every RNG state at this step (rng_state)
+    epoch_rng: dict[str, Any] | None  # RNG state at the start of this epoch: replays its order
+    config: dict[str, Any]  # the resolved config, as plain data
+    run_name: str  # the run folder's name
+    sinks: dict[str, dict[str, Any]]  # each sink's state() by sink name
+
+
+def build(**fields: Any) -> Checkpoint:
+    """A Checkpoint from its fields (all of them, by name), stamped with FORMAT_VERSION."""
+    missing = set(Checkpoint.__annotations__) - {"format"} - set(fields)
+    unknown = set(fields) - set(Checkpoint.__annotations__)
+    if missing or unknown:
+        raise TypeError(f"checkpoint.build: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    return Checkpoint(format=FORMAT_VERSION, **fields)
+
+
+def parse(payload: Any, path: Path) -> Checkpoint:
+    """Check that ``payload`` (read from ``path``) is a Checkpoint; upgrade format 1."""
+    if isinstance(payload, dict) and payload.get("format") == 1:
+        payload = {**payload, "format": FORMAT_VERSION}
+        payload["sinks"] = {"tensorboard": {"n_events": payload.pop("n_events", 0)}}
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not an mlproject checkpoint (format {FORMAT_VERSION})")
+    missing = sorted(set(Checkpoint.__annotations__) - set(payload))
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {missing}; it cannot be resumed")
+    return payload  # type: ignore[return-value]
 
 
 def _fsync_dir(path: Path) -> None:
@@ -65,7 +100,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     _replace_atomically(path, lambda f: f.write(data))
 
 
-def save(payload: dict[str, Any], path: Path) -> None:
+def save(payload: Checkpoint, path: Path) -> None:
     """Save ``payload`` at ``path`` atomically, then its checksum record (the completeness mark)."""
     _replace_atomically(path, lambda f: torch.save(payload, f))
     digest, size = _digest(path)
@@ -105,7 +140,7 @@ def problem(path: Path) -> str | None:
     return None
 
 
-def load(path: Path | str) -> dict[str, Any]:
+def load(path: Path | str) -> Checkpoint:
     """Load a verified checkpoint with ``weights_only=True``; raise CheckpointError otherwise."""
     path = Path(path)
     why = problem(path)
@@ -114,7 +149,7 @@ def load(path: Path | str) -> dict[str, Any]:
     return read(path)
 
 
-def read(path: Path) -> dict[str, Any]:
+def read(path: Path) -> Checkpoint:
     """Read a checkpoint file safely (no checksum check): plain data and tensors only."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -125,9 +160,7 @@ def read(path: Path) -> dict[str, Any]:
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"checkpoint {path} cannot be read: {err}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} is not an mlproject checkpoint (format {FORMAT_VERSION})")
-    return payload
+    return parse(payload, path)
 
 
 def periodic(run_dir: Path) -> list[tuple[int, Path]]:

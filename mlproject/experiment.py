@@ -17,7 +17,7 @@ from typing import Any
 
 from mlproject.config import DEFAULTS, validate_config
 from mlproject.errors import ConfigError, TrainingInterrupted
-from mlproject.recorder import show_progress_on
+from mlproject.progress import show_progress_on
 
 # sacred 0.8.7 imports pkg_resources, which warns on every start; the warning is not ours to fix.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -11,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mlproject.errors import ModelError, NonFiniteLossError
+from mlproject.errors import ModelError
+from mlproject.nonfinite import NonFinitePolicy
 
 _SCHEDULER_TYPES = (
     torch.optim.lr_scheduler.LRScheduler,
@@ -25,13 +25,6 @@ class LogLevel(enum.IntEnum):
     NOTHING = 0  # this step logs no scalar
     SCALARS = 1  # this step's scalars are logged
     ALL = 2  # scalars, and the model may write images/histograms to ``self.writer``
-
-
-class NullWriter:
-    """Stands in for the TensorBoard writer when ``tensorboard_dir`` is None: drops everything."""
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None
 
 
 class Model(nn.Module):
@@ -48,8 +41,10 @@ class Model(nn.Module):
         benchmark_goal: 'min' or 'max' for ``benchmark_metric``; must be set explicitly unless
             the metric is 'loss' (then 'min').
         log_level: set by the trainer before each ``train_batch`` (a ``LogLevel``).
-        writer: TensorBoard writer for images/histograms on ``LogLevel.ALL`` steps
-            (``add_image``, ``add_histogram``, ``add_text``; a no-op when TensorBoard is off).
+        writer: a tensorboardX ``SummaryWriter`` writing into the run's own event file (any
+            ``add_*``; the same class writing nothing when TensorBoard is off), e.g. for images
+            on ``LogLevel.ALL`` steps.
+        nonfinite: the run's NaN/inf policy (``mlproject.nonfinite.NonFinitePolicy``).
         global_step: the number of optimizer steps done before the current batch.
 
     Example:
@@ -78,11 +73,23 @@ class Model(nn.Module):
         super().__init__()
         self.name = name or type(self).__name__.lower()
         self.log_level = LogLevel.SCALARS
-        self.writer: Any = NullWriter()
+        self._writer: Any = None
         self.global_step = 0
-        self.nonfinite = "error"
-        self.skipped_steps = 0
+        self.nonfinite = NonFinitePolicy("error")
         self._device_cache: torch.device | None = None
+
+    @property
+    def writer(self) -> Any:
+        """The run's SummaryWriter; outside a run, one that writes nothing."""
+        if self._writer is None:
+            from mlproject.tensorboard import null_writer  # tensorboardX, only when used
+
+            self._writer = null_writer()
+        return self._writer
+
+    @writer.setter
+    def writer(self, writer: Any) -> None:
+        self._writer = writer
 
     # --- the contract -----------------------------------------------------------------------
     def train_batch(self, batch: Any) -> dict[str, Any]:
@@ -169,18 +176,7 @@ class Model(nn.Module):
         without looking: the trainer then catches a NaN when the loss is read for logging, and
         before every checkpoint (which is never written with non-finite weights).
         """
-        if loss.is_cuda and self.nonfinite == "error":
-            return True
-        value = loss.item() if loss.numel() == 1 else loss.detach().sum().item()
-        if math.isfinite(value):
-            return True
-        if self.nonfinite == "error":
-            raise NonFiniteLossError(
-                f"{self.name}: loss is {value} at global step {self.global_step + 1}; no update "
-                "was applied. Use nonfinite=skip to skip such steps"
-            )
-        self.skipped_steps += 1
-        return False
+        return self.nonfinite.check_loss(loss, self.global_step + 1, who=self.name)
 
 
 def _move(batch: Any, device: torch.device, non_blocking: bool) -> Any:

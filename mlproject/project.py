@@ -2,7 +2,9 @@
 
 The loop reads top-down: ``train`` runs epochs until the configured length, ``train_epoch``
 runs ``step`` per batch, ``end_epoch`` evaluates and saves, ``final_test`` tests the best
-model. Every side effect goes through ``self.recorder``; every counter lives in ``self.state``.
+model. Every counter lives in ``self.state``; every side effect goes through the run folder
+(``self.run_folder``), the scalar logger and its sinks (``self.logger``) or the display
+(``self.display``), which exist to write only where ``self.world.writes``.
 """
 
 from __future__ import annotations
@@ -22,18 +24,16 @@ from typing import Any
 
 import torch
 
-from mlproject import checkpoint
+from mlproject import checkpoint, rundir
 from mlproject.config import DEFAULTS, resolve_device, validate_config
 from mlproject.data.factory import DatasetFactory, check_loader
-from mlproject.errors import (
-    CheckpointError,
-    ConfigError,
-    ModelError,
-    NonFiniteLossError,
-    TrainingInterrupted,
-)
+from mlproject.distributed import World
+from mlproject.errors import CheckpointError, ConfigError, ModelError, TrainingInterrupted
+from mlproject.logger import Logger
 from mlproject.model import LogLevel, Model, benchmark_goal, is_scalar, scalars
-from mlproject.recorder import Recorder, find_run_dir, new_run_dir
+from mlproject.nonfinite import NonFinitePolicy
+from mlproject.progress import Display, metrics_text, number
+from mlproject.sinks import COMPLETED, FAILED, INTERRUPTED, RunInfo, SacredSink, Sink
 from mlproject.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,15 @@ class MLProject:
         """Return a new ``mlproject.Model`` (with its optimizers) for ``config``."""
         raise NotImplementedError("implement get_model(config) in your MLProject")
 
+    @staticmethod
+    def get_sinks(config: dict[str, Any]) -> list[Sink]:
+        """Return extra sinks for the run's scalars (TensorBoard and sacred come anyway)."""
+        return []
+
     def __init__(self, config: Mapping[str, Any], run: Any = None):
         self.config = validate_config(config)
         self.run = run
+        self.world = World()
         if self.config["seed"] is None:
             self.config["seed"] = random.SystemRandom().randrange(2**31)
         checkpoint.seed_everything(self.config["seed"])
@@ -81,25 +87,40 @@ class MLProject:
         self.model = self.get_model(self.config)
         self._check_parts()
         self.model.to(self.device)
-        self.model.nonfinite = self.config["nonfinite"]
+        self.nonfinite = self.model.nonfinite = NonFinitePolicy(self.config["nonfinite"])
         self.datasets.set_device(self.device)
         self.datasets.check()
         self.train_loader = self.datasets.train_loader()
         self.n_batches = check_loader(self.train_loader, "train")
         self.state = TrainState()
-        self.recorder = Recorder(
-            self.config["tensorboard_dir"],
-            run,
-            progress=self.config["progress"],
-            stop_on_nonfinite=self.config["nonfinite"] == "error",
-        )
-        self.run_dir: Path | None = None
-        self.last_metrics: dict[str, float] = {}
+        self.logger, self.display = self._outputs()
+        self.run_folder: rundir.RunDir | None = None
+        self.last_metrics: dict[str, dict[str, float]] = {}
         self._stop_signal: int | None = None
         self._epoch_rng: dict[str, Any] | None = None
         self._resume_rng: dict[str, Any] | None = None
-        self._events_at_open = 0
+        self._sink_states: dict[str, dict[str, Any]] = {}
         self._load_resume()
+
+    def _outputs(self) -> tuple[Logger, Display]:
+        """The one place that decides what this process writes: everything, or nothing at all."""
+        writes = self.world.writes
+        sinks: list[Sink] = []
+        if writes and self.config["tensorboard_dir"] is not None:
+            from mlproject.tensorboard import TensorBoardSink  # tensorboardX, only when used
+
+            sinks.append(TensorBoardSink(self.config["tensorboard_dir"]))
+        if writes and self.run is not None:
+            sinks.append(SacredSink(self.run))
+        if writes:
+            sinks.extend(self.get_sinks(self.config))
+        display = Display(writes, bars=self.config["progress"], under_sacred=self.run is not None)
+        return Logger(sinks, self.nonfinite), display
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run folder under ``model_dir`` (None until the run has one)."""
+        return self.run_folder.path if self.run_folder is not None else None
 
     @classmethod
     def from_run(cls, run: Any) -> MLProject:
@@ -174,13 +195,13 @@ class MLProject:
             scalars(outputs, "train_batch", self.model.metrics if logs else None)
             self._checked = logs
         if self.model.log_level >= LogLevel.SCALARS:
-            self.recorder.log("train", self._train_scalars(outputs), state.global_step)
+            self.logger.log("train", self._train_scalars(outputs), state.global_step)
         self._bar.update(outputs)
         if self._save_every and state.global_step % self._save_every == 0:
             self.save()
         if self._stop_signal is not None:
             self._interrupt()
-        self.recorder.maybe_flush()
+        self.logger.maybe_flush()
 
     def should_stop(self) -> bool:
         """True when ``n_global_iterations`` steps are done (checked after every step)."""
@@ -197,6 +218,8 @@ class MLProject:
         """Close a completed epoch: evaluate, keep the best model, save."""
         self.state.epoch += 1
         self.state.batch_in_epoch = 0
+        epoch_time = time.monotonic() - self._epoch_started
+        self.logger.log("train", {"epoch_time": epoch_time}, self.state.global_step)
         self.evaluate_and_select()
         self.model.on_epoch_end(self.state.epoch)
         self.model.train()
@@ -226,7 +249,8 @@ class MLProject:
             checkpoint.set_rng_state(self._resume_rng, generators)
             self._resume_rng = None
         self._epoch_finished = False
-        self._bar = self.recorder.progress(self.n_batches, start, f"epoch {self.state.epoch + 1}")
+        self._epoch_started = time.monotonic()
+        self._bar = self.display.bar(self.n_batches, start, f"epoch {self.state.epoch + 1}")
         try:
             yield from batches
             self._epoch_finished = True
@@ -261,12 +285,30 @@ class MLProject:
             return {}
         group = "validation" if validation is not None else "test"
         metrics = self.evaluate(loader)
-        self.recorder.log(group, metrics, self.state.global_step)
+        self.logger.log(group, metrics, self.state.global_step)
         self.state.last_eval_step = self.state.global_step
         self.last_metrics = {group: metrics}
         if validation is not None:
             self._update_best(metrics)
+        self._show_evaluation(group, metrics)
         return metrics
+
+    def _show_evaluation(self, group: str, metrics: dict[str, float]) -> None:
+        """One line that stays: epoch, step, mean train loss since the last line, metrics, time."""
+        self.logger.flush()
+        train_loss = self.logger.take_means().get("train/loss")
+        limit, state = self.config["n_global_iterations"], self.state
+        parts = [
+            f"epoch {state.epoch}" + ("" if limit else f"/{self.config['n_epochs']}"),
+            f"step {state.global_step}" + (f"/{limit}" if limit else ""),
+        ]
+        if train_loss is not None:
+            parts.append(f"train loss {number(train_loss)}")
+        parts.append(f"{group} {metrics_text(metrics)}")
+        now = time.monotonic()
+        parts.append(f"{now - self._last_line:.1f} s")
+        self._last_line = now
+        self.display.line(" · ".join(parts))
 
     def _update_best(self, metrics: dict[str, float]) -> None:
         name, goal = self.model.benchmark_metric, benchmark_goal(self.model)
@@ -277,7 +319,9 @@ class MLProject:
         value, best = metrics[name], self.state.best_value
         if best is None or (value < best if goal == "min" else value > best):
             self.state.best_value, self.state.best_step = value, self.state.global_step
-            self.recorder.save_checkpoint(self._payload(), checkpoint.BEST_NAME)
+            self._write_checkpoint(checkpoint.BEST_NAME)
+        best = {f"best_{name}": self.state.best_value}
+        self.logger.log("validation", best, self.state.global_step)
 
     def final_test(self) -> dict[str, Any]:
         """Test the best model (the last one without a validation set); return the summary."""
@@ -292,46 +336,61 @@ class MLProject:
             if has_best:
                 self.model.load_state_dict(checkpoint.load(best_path)["model"]["weights"])
             metrics = self.evaluate(test)
-            self.recorder.log("test", metrics, state.global_step)
+            self.logger.log("test", metrics, state.global_step)
             if last_weights is not None:
                 self.model.load_state_dict(last_weights)
         if has_best:
-            self.recorder.add_artifact(best_path)
-        return {
+            self.logger.artifact(best_path)
+        summary = {
             "run_dir": str(self.run_dir),
             "global_step": state.global_step,
             "epochs": state.epoch,
+            "benchmark_metric": self.model.benchmark_metric,
             "best": {"step": state.best_step, self.model.benchmark_metric: state.best_value},
             "validation": self.last_metrics.get("validation", {}),
             "test": metrics,
         }
+        self._show_summary(summary, best_path if has_best else None)
+        return summary
+
+    def _show_summary(self, summary: dict[str, Any], best_path: Path | None) -> None:
+        name, best = summary["benchmark_metric"], summary["best"]
+        lines = [f"done: {summary['epochs']} epochs, {summary['global_step']} steps"]
+        if best_path is not None:
+            lines.append(
+                f"best validation {name} {number(best[name])} at step {best['step']} ({best_path})"
+            )
+        if summary["test"]:
+            lines.append(f"test {metrics_text(summary['test'])}")
+        self.display.line(" · ".join(lines))
 
     # --- checkpoints ----------------------------------------------------------------------------
     def save(self) -> Path:
         """Write a periodic checkpoint of everything needed to continue exactly from here."""
         self.state.last_save_step = self.state.global_step
-        params = [p.detach() for p in self.model.parameters()]
-        if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
-            raise NonFiniteLossError(
-                f"the weights hold NaN/inf at global step {self.state.global_step}; not saving "
-                "them. An earlier step's loss was not finite"
-            )
+        self.nonfinite.check_weights(self.model, self.state.global_step)
         name = checkpoint.CHECKPOINT_NAME.format(step=self.state.global_step)
-        return self.recorder.save_checkpoint(
-            self._payload(), name, keep=self.config["keep_checkpoints"]
-        )
+        return self._write_checkpoint(name, keep=self.config["keep_checkpoints"])
 
-    def _payload(self) -> dict[str, Any]:
-        self.state.skipped_steps = self.model.skipped_steps
-        return {
-            "format": checkpoint.FORMAT_VERSION,
-            "model": self.model.training_state(),
-            "state": self.state.as_dict(),
-            "rng": checkpoint.rng_state(_generators(self.train_loader)),
-            "epoch_rng": self._epoch_rng,
-            "config": _plain(self.config),
-            "run_name": self.run_dir.name,
-        }
+    def _write_checkpoint(self, name: str, keep: int | None = None) -> Path:
+        """Flush the scalars (the checkpoint records the sinks' state), then save ``name``."""
+        self.logger.flush()
+        self.state.skipped_steps = self.nonfinite.skipped
+        payload = checkpoint.build(
+            model=self.model.training_state(),
+            state=self.state.as_dict(),
+            rng=checkpoint.rng_state(_generators(self.train_loader)),
+            epoch_rng=self._epoch_rng,
+            config=_plain(self.config),
+            run_name=self.run_folder.name,
+            sinks=self.logger.state(),
+        )
+        path = self.run_folder.path / name
+        if self.world.writes:
+            checkpoint.save(payload, path)
+            if keep is not None and name != checkpoint.BEST_NAME:
+                checkpoint.prune(self.run_folder.path, keep)
+        return path
 
     def _load_resume(self) -> None:
         path = self._resume_path()
@@ -361,11 +420,11 @@ class MLProject:
             )
         self.model.load_training_state(payload["model"])
         self.state = TrainState(**payload["state"])
-        self.model.skipped_steps = self.state.skipped_steps
+        self.nonfinite.skipped = self.state.skipped_steps
         self.config["seed"] = payload["config"]["seed"]
         self._resume_rng, self._epoch_rng = payload["rng"], payload["epoch_rng"]
-        self._events_at_open = payload["n_events"]
-        self.run_dir = path.parent
+        self._sink_states = payload["sinks"]
+        self.run_folder = rundir.RunDir(path.parent)
         log.info("resuming from %s at global step %d", path, self.state.global_step)
 
     def _resume_path(self) -> Path | None:
@@ -373,15 +432,17 @@ class MLProject:
         if resume is None:
             return None
         if resume == "auto":
-            run_dir = find_run_dir(
-                Path(self.config["model_dir"]), self.config["prefix"], self.model.name
+            prefix, name = self.config["prefix"], self.model.name
+            run_dir = rundir.find_latest(
+                Path(self.config["model_dir"]),
+                lambda info: info.get("prefix") == prefix and info.get("model") == name,
             )
             if run_dir is None:
-                log.info("resume=auto: no earlier run of %r; starting a new one", self.model.name)
+                log.info("resume=auto: no earlier run of %r; starting a new one", name)
                 return None
             path = checkpoint.latest_valid(run_dir)
             if path is None:  # the earlier attempt died before its first checkpoint
-                self.run_dir = run_dir
+                self.run_folder = rundir.RunDir(run_dir)
             return path
         path = Path(resume)
         if path.is_dir():
@@ -391,23 +452,16 @@ class MLProject:
             return found
         return path
 
-    # --- session: recorder and signals ----------------------------------------------------------
+    # --- session: run folder, sinks and signals ------------------------------------------------
     @contextlib.contextmanager
     def _session(self) -> Iterator[None]:
-        if self.run_dir is None:
-            self.run_dir = new_run_dir(
-                Path(self.config["model_dir"]), self._run_name(), self.recorder.tensorboard_dir
-            )
-        info = {
-            "prefix": self.config["prefix"],
-            "model": self.model.name,
-            "config": _plain(self.config),
-        }
-        self.recorder.open(self.run_dir, info, self._events_at_open)
-        self.model.writer = self.recorder.writer
+        self._open_run()
         self._checked = False
+        self._lr_names: list[tuple[str, dict[str, Any]]] | None = None
         self._epoch_finished = False
-        self._bar = self.recorder.progress(0, 0, "", enabled=False)  # for own train_epoch loops
+        self._epoch_started = self._last_line = time.monotonic()
+        self._bar = self.display.bar(0, 0, "")  # closed at once; for own train_epoch loops
+        self._bar.close()
         self._save_every = self.config["save_iterations"]
         self._save_every = self._save_every if isinstance(self._save_every, int) else None
         handlers = self._install_signal_handlers()
@@ -415,15 +469,75 @@ class MLProject:
         if self.config["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # CUDA needs it
             torch.use_deterministic_algorithms(True)
+        status = FAILED
         try:
             yield
+            status = COMPLETED
+        except KeyboardInterrupt:  # TrainingInterrupted, or Ctrl-C outside the loop
+            status = INTERRUPTED
+            raise
         finally:
             torch.use_deterministic_algorithms(deterministic)
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
-            self.recorder.close()
-            self._events_at_open = self.recorder.n_events
-            self.model.writer = self.recorder.writer
+            self._close_run(status)
+
+    def _open_run(self) -> None:
+        """Create or reuse the run folder, take its lock, open the sinks, say where it all is."""
+        if self.run_folder is None:
+            tb_dir = self.config["tensorboard_dir"]
+            self.run_folder = (
+                rundir.create(
+                    Path(self.config["model_dir"]),
+                    self._run_name(),
+                    Path(tb_dir) if tb_dir is not None else None,
+                )
+                if self.world.writes
+                else rundir.RunDir(Path(self.config["model_dir"]) / self._run_name())
+            )
+        if self.world.writes:
+            self.run_folder.lock()
+            if not self.run_folder.info():
+                self.run_folder.write_info(
+                    {"prefix": self.config["prefix"], "model": self.model.name,
+                     "config": _plain(self.config)}
+                )  # fmt: skip
+        try:
+            info = RunInfo(
+                self.run_folder.name, self.run_folder.path, _plain(self.config),
+                self.state.global_step,
+            )  # fmt: skip
+            self.logger.open(info, self._sink_states)
+        except BaseException:
+            self.run_folder.unlock()
+            raise
+        self.model.writer = self._summary_writer()
+        self.display.line(self._start_line())
+
+    def _close_run(self, status: str) -> None:
+        try:
+            self.logger.close(status)
+        finally:
+            self._sink_states = self.logger.state()
+            self.model.writer = None
+            self.run_folder.unlock()
+
+    def _summary_writer(self) -> Any:
+        for sink in self.logger.sinks:
+            if getattr(sink, "name", None) == "tensorboard":
+                return sink.writer
+        return None  # Model.writer then gives a writer that writes nothing
+
+    def _start_line(self) -> str:
+        parts = [f"run {self.run_folder.path}"]
+        if self.config["tensorboard_dir"] is not None:
+            tb_run = Path(self.config["tensorboard_dir"]) / self.run_folder.name
+            parts.append(f"TensorBoard {tb_run}")
+        if getattr(self.run, "_id", None) is not None:
+            parts.append(f"sacred run {self.run._id}")
+        if self.state.global_step:
+            parts.append(f"resumed at step {self.state.global_step}")
+        return " · ".join(parts)
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         self._stop_signal = None
@@ -486,9 +600,29 @@ class MLProject:
             if keys is None
             else {k: outputs[k] for k in keys if k in outputs}
         )
-        if self.config["nonfinite"] == "skip":
-            values["skipped_steps"] = self.model.skipped_steps
+        for key, group in self._lr_groups():
+            values[key] = group["lr"]
+        if not self.nonfinite.stops:
+            values["skipped_steps"] = self.nonfinite.skipped
         return values
+
+    def _lr_groups(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, param group) of every optimizer param group: ``lr``, ``lr/<optimizer>/<i>``."""
+        if self._lr_names is None:
+            optimizers = self.model.optimizers()
+            self._lr_names = [
+                (
+                    "/".join(
+                        ["lr"]
+                        + ([name] if len(optimizers) > 1 else [])
+                        + ([str(i)] if len(opt.param_groups) > 1 else [])
+                    ),
+                    group,
+                )
+                for name, opt in optimizers.items()
+                for i, group in enumerate(opt.param_groups)
+            ]
+        return self._lr_names
 
 
 def _generators(loader: Any) -> list[torch.Generator]:

@@ -46,7 +46,7 @@ FAILED = "FAILED"
 
 
 class Scalar(NamedTuple):
-    """One logged value: ``tag`` is ``group/name`` (e.g. ``train/loss``), ``step`` the global step."""
+    """One logged value: ``tag`` is ``group/name`` (``train/loss``); ``step`` the global step."""
 
     tag: str
     value: float
@@ -76,8 +76,8 @@ class Sink:
 
     Calls come in this order, from the one thread that trains: ``open`` once when training
     starts or resumes, then ``write`` with each batch of scalars and ``flush`` before every
-    checkpoint (``state`` right after it, stored in the checkpoint), and ``close`` once at the
-    end, also when the run fails or is interrupted.
+    checkpoint (``state`` right after it, stored in the checkpoint), ``artifact`` for the files
+    worth keeping, and ``close`` once at the end, also when the run fails or is interrupted.
 
     Example:
         >>> class Printer(Sink):
@@ -106,6 +106,9 @@ class Sink:
         """Plain data a checkpoint stores to resume this sink exactly (asked right after flush)."""
         return {}
 
+    def artifact(self, path: Path) -> None:
+        """A file the run made that is worth keeping with its record (the best checkpoint)."""
+
     def close(self, status: str) -> None:
         """The run ended: ``status`` is ``COMPLETED``, ``INTERRUPTED`` or ``FAILED``."""
 
@@ -122,3 +125,6 @@ class SacredSink(Sink):
         log_scalar = self.run.log_scalar
         for tag, value, step, _ in scalars:
             log_scalar(tag, value, step)
+
+    def artifact(self, path: Path) -> None:
+        self.run.add_artifact(str(path), name=path.name)

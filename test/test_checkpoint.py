@@ -28,10 +28,12 @@ def run_dir_of(model_dir: Path) -> Path:
 
 def test_save_writes_file_then_record_and_load_verifies(tmp_path):
     path = tmp_path / "checkpoint-000000001.pt"
-    checkpoint.save({"format": checkpoint.FORMAT_VERSION, "state": {"global_step": 1}}, path)
+    fields = {key: {} for key in checkpoint.Checkpoint.__annotations__ if key != "format"}
+    payload = checkpoint.build(**{**fields, "state": {"global_step": 1}, "run_name": "r"})
+    checkpoint.save(payload, path)
     record = json.loads(checkpoint.record_path(path).read_text())
     assert record["size"] == path.stat().st_size and record["step"] == 1
-    assert checkpoint.load(path)["state"] == {"global_step": 1}
+    assert checkpoint.load(path) == payload
     assert not list(tmp_path.glob("*.tmp"))
 
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from mlproject import LogLevel, Model, ModelError, NonFiniteLossError, ProxyModel
-from mlproject.model import NullWriter, benchmark_goal, scalars
+from mlproject.model import benchmark_goal, scalars
+from mlproject.nonfinite import NonFinitePolicy
 
 Pair = namedtuple("Pair", ["x", "y"])
 
@@ -210,12 +211,12 @@ def test_nan_loss_raises_before_the_optimizer_step():
 
 def test_nan_loss_is_skipped_and_counted_with_nonfinite_skip():
     model = nan_model()
-    model.nonfinite = "skip"
+    model.nonfinite = NonFinitePolicy("skip")
     before = [p.detach().clone() for p in model.parameters()]
     for _ in range(2):
         out = model.train_batch(regression_batch())
         assert torch.isnan(out["loss"])
-    assert model.skipped_steps == 2
+    assert model.nonfinite.skipped == 2
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
@@ -223,10 +224,12 @@ def test_log_levels_are_ordered():
     assert LogLevel.NOTHING < LogLevel.SCALARS < LogLevel.ALL
 
 
-def test_null_writer_accepts_every_writer_call():
-    writer = NullWriter()
-    assert writer.add_image("x", torch.zeros(1, 2, 2), 1) is None
-    assert writer.add_histogram("h", torch.zeros(3), 1) is None
+def test_writer_outside_a_run_accepts_writer_calls_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    writer = nan_model().writer
+    writer.add_image("x", torch.zeros(1, 2, 2), 1)
+    writer.add_histogram("h", torch.zeros(3), 1)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

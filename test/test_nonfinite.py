@@ -10,7 +10,6 @@ import torch
 
 from mlproject import checkpoint
 from mlproject.errors import NonFiniteLossError
-from mlproject.tensorboard import read_scalars
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
 from resumable import Resumable, in_process_config  # noqa: E402
@@ -33,11 +32,11 @@ def test_nan_loss_stops_the_run_naming_the_step_with_only_finite_checkpoints(tmp
         assert all(torch.isfinite(w).all() for w in weights.values())
 
 
-def test_skip_policy_skips_the_update_and_counts_it(tmp_path):
+def test_skip_policy_skips_the_update_and_counts_it(tmp_path, tb_scalars):
     summary = Resumable(config(tmp_path, nonfinite="skip")).train()
     assert summary["global_step"] == 10
     (tb_run,) = (tmp_path / "tb").iterdir()
-    skipped = dict(read_scalars(tb_run)["train/skipped_steps"])
+    skipped = dict(tb_scalars(tb_run)["train/skipped_steps"])
     assert skipped[3] == 0 and skipped[4] == 1 and skipped[10] == 1
     (run_dir,) = (tmp_path / "m").iterdir()
     final = checkpoint.load(sorted(run_dir.glob("checkpoint-*.pt"))[-1])

@@ -511,7 +511,11 @@ def test_metrics_may_be_left_out_on_steps_that_log_nothing(build, tiny_model):
     project = build(model=model, run=run, log_iteration_scalars=2, log_iteration_all=None)
     summary = project.train()
     assert summary["global_step"] == 4
-    logged = sorted((tag, step) for tag, _, step in run.scalars if tag.startswith("train/"))
+    logged = sorted(
+        (tag, step)
+        for tag, _, step in run.scalars
+        if tag.startswith("train/") and tag not in ("train/lr", "train/epoch_time")
+    )
     assert logged == [(f"train/{name}", step) for name in ("accuracy", "loss") for step in (2, 4)]
 
 
@@ -559,11 +563,26 @@ def test_from_run_builds_from_the_run_config(project_class, base_config):
 
 
 # --- output, summary, overrides -----------------------------------------------------------------
-def test_training_prints_nothing(build, capsys):
-    build(n_epochs=2).train()
+def test_a_person_sees_where_the_run_is_a_line_per_evaluation_and_a_summary(
+    build, capsys, tmp_path
+):
+    summary = build(n_epochs=2, tensorboard_dir=str(tmp_path / "tb"), run=FakeRun(run_id=7)).train()
     captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err == ""
+    assert captured.out == ""  # stdout stays the user's
+    lines = captured.err.splitlines()
+    run_dir = summary["run_dir"]
+    assert lines[0] == f"run {run_dir} · TensorBoard {tmp_path / 'tb' / '7_rec'} · sacred run 7"
+    assert re.fullmatch(
+        r"epoch 1/2 · step 4 · train loss [\d.]+ · validation loss 10 accuracy 10 wsum \S+ "
+        r"· [\d.]+ s",
+        lines[1],
+    ), lines[1]
+    assert lines[2].startswith("epoch 2/2 · step 8 · train loss ")
+    assert lines[3] == (
+        f"done: 2 epochs, 8 steps · best validation loss 10 at step 4 ({run_dir}/best.pt) · "
+        f"test loss 10 accuracy 10 wsum {summary['test']['wsum']:.4g}"
+    )
+    assert len(lines) == 4  # progress=False: no bars, only the lines that stay
 
 
 def test_progress_bar_goes_to_stderr(build, capsys):

@@ -1,0 +1,89 @@
+"""The NaN/inf policy, in one place: checks of the loss, of the logged losses and of the weights.
+
+``nonfinite='error'`` (the default) stops the run at a non-finite loss; ``'skip'`` skips that
+update and counts it. Three checks apply the policy, from the cheapest to the last resort:
+
+1. ``check_loss`` before an optimizer step (ProxyModel, ``Model.loss_is_finite``): no update
+   is applied. On a GPU with 'error' it does not look (reading the loss is a host sync).
+2. ``check_logged`` at every flush of the logged scalars: a non-finite train loss (any train
+   scalar whose name contains "loss") stops an 'error' run, naming its step. This catches
+   models that never call check 1, and GPU runs.
+3. ``check_weights`` before every checkpoint: non-finite weights are never saved.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+from mlproject.errors import NonFiniteLossError
+
+MODES = ("error", "skip")
+_FIX = "Use nonfinite=skip to skip such steps"
+
+
+def is_loss(name: str) -> bool:
+    """True for the train scalars that check 2 watches: ``loss``, ``d_loss``, ``loss_kl``..."""
+    return "loss" in name.lower()
+
+
+class NonFinitePolicy:
+    """Applies ``nonfinite`` ('error' or 'skip') and counts the skipped steps.
+
+    Example:
+        >>> policy = NonFinitePolicy("skip")
+        >>> policy.check_loss(torch.tensor(float("nan")), step=3)
+        False
+        >>> policy.skipped
+        1
+    """
+
+    def __init__(self, mode: str = "error", skipped: int = 0):
+        if mode not in MODES:
+            raise ValueError(f"nonfinite must be one of {MODES}; got {mode!r}")
+        self.mode = mode
+        self.skipped = skipped
+
+    @property
+    def stops(self) -> bool:
+        return self.mode == "error"
+
+    def check_loss(self, loss: torch.Tensor, step: int, who: str = "the model") -> bool:
+        """True when ``loss`` is finite and the update may be applied (``step`` is 1-based).
+
+        A non-finite loss raises NonFiniteLossError ('error') or is counted and False is
+        returned ('skip'). On a GPU with 'error' this returns True without a host sync.
+        """
+        if loss.is_cuda and self.stops:
+            return True
+        value = loss.item() if loss.numel() == 1 else loss.detach().sum().item()
+        if math.isfinite(value):
+            return True
+        if self.stops:
+            raise NonFiniteLossError(
+                f"{who}: loss is {value} at global step {step}; no update was applied. {_FIX}"
+            )
+        self.skipped += 1
+        return False
+
+    def check_logged(self, scalars: Iterable[tuple[str, float, int, float]]) -> None:
+        """Raise (with 'error') at the first non-finite train loss among logged scalars."""
+        if not self.stops:
+            return
+        for tag, value, step, _ in scalars:
+            if value - value != 0.0 and tag.startswith("train/") and is_loss(tag[6:]):
+                raise NonFiniteLossError(
+                    f"{tag} is {value} at global step {step}; stopping so that no checkpoint "
+                    f"holds NaN/inf weights. {_FIX}"
+                )
+
+    def check_weights(self, module: torch.nn.Module, step: int) -> None:
+        """Raise NonFiniteLossError when a parameter of ``module`` holds NaN/inf."""
+        params = [p.detach() for p in module.parameters()]
+        if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
+            raise NonFiniteLossError(
+                f"the weights hold NaN/inf at global step {step}; not saving them. An earlier "
+                f"step's loss was not finite. {_FIX}"
+            )

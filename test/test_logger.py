@@ -1,0 +1,116 @@
+"""Logger: scalars reach every sink only when flushed, as floats, with the NaN policy applied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlproject.errors import NonFiniteLossError
+from mlproject.logger import Logger
+from mlproject.nonfinite import NonFinitePolicy
+from mlproject.sinks import COMPLETED, RunInfo, SacredSink, Scalar, Sink
+
+
+class ListSink(Sink):
+    """Keeps every call it receives."""
+
+    name = "list"
+
+    def __init__(self):
+        self.calls, self.scalars = [], []
+
+    def open(self, run, state):
+        self.calls.append(("open", run.name, state))
+
+    def write(self, scalars):
+        assert all(type(s.value) is float for s in scalars)
+        self.scalars.extend(scalars)
+
+    def flush(self):
+        self.calls.append(("flush", len(self.scalars)))
+
+    def state(self):
+        return {"n": len(self.scalars)}
+
+    def close(self, status):
+        self.calls.append(("close", status))
+
+
+class FakeRun:
+    def __init__(self):
+        self.scalars = []
+
+    def log_scalar(self, name, value, step):
+        self.scalars.append((name, value, step))
+
+
+RUN = RunInfo("r", Path("unused"), {})
+
+
+def test_scalars_reach_every_sink_only_when_flushed():
+    sink, run = ListSink(), FakeRun()
+    logger = Logger([sink, SacredSink(run)])
+    logger.open(RUN, {"list": {"n": 7}})
+    logger.log("train", {"loss": torch.tensor(0.5), "lr": 0.1}, step=1)
+    logger.log("train", {"loss": torch.tensor(0.25, dtype=torch.float64)}, step=2)
+    assert sink.scalars == [] and run.scalars == []
+    logger.flush()
+    assert [(s.tag, s.value, s.step) for s in sink.scalars] == [
+        ("train/loss", 0.5, 1), ("train/lr", 0.1, 1), ("train/loss", 0.25, 2),
+    ]  # fmt: skip
+    assert run.scalars == [("train/loss", 0.5, 1), ("train/lr", 0.1, 1), ("train/loss", 0.25, 2)]
+    assert logger.state() == {"list": {"n": 3}, "sacred": {}}
+    logger.close(COMPLETED)
+    assert sink.calls == [("open", "r", {"n": 7}), ("flush", 3), ("flush", 3), ("close", COMPLETED)]
+
+
+def test_flush_names_the_first_step_with_a_non_finite_loss_after_the_sinks_got_it():
+    sink = ListSink()
+    logger = Logger([sink], NonFinitePolicy("error"))
+    logger.open(RUN, {})
+    for step, loss in enumerate([1.0, 0.5, float("nan"), float("inf")], start=1):
+        logger.log("train", {"d_loss": torch.tensor(loss), "ratio": float("inf")}, step)
+    with pytest.raises(NonFiniteLossError, match="train/d_loss is nan at global step 3"):
+        logger.flush()
+    assert len(sink.scalars) == 8  # the record shows the NaN
+
+
+def test_skip_policy_lets_non_finite_losses_through():
+    logger = Logger([ListSink()], NonFinitePolicy("skip"))
+    logger.open(RUN, {})
+    logger.log("train", {"loss": float("nan")}, 1)
+    logger.flush()
+
+
+def test_take_means_averages_what_was_flushed_since_the_last_call():
+    logger = Logger([])
+    for step, loss in enumerate([1.0, 2.0, 6.0], start=1):
+        logger.log("train", {"loss": torch.tensor(loss)}, step)
+    logger.flush()
+    assert logger.take_means() == {"train/loss": 3.0}
+    assert logger.take_means() == {}
+
+
+def test_sinks_need_distinct_names():
+    with pytest.raises(ValueError, match="two sinks share the name 'list'"):
+        Logger([ListSink(), ListSink()])
+
+
+def test_a_failing_sink_close_still_closes_the_others():
+    class Broken(ListSink):
+        name = "broken"
+
+        def close(self, status):
+            raise OSError("disk gone")
+
+    other = ListSink()
+    logger = Logger([Broken(), other])
+    with pytest.raises(OSError, match="disk gone"):
+        logger.close("FAILED")
+    assert other.calls[-1] == ("close", "FAILED")
+
+
+def test_scalar_is_a_plain_tuple():
+    assert tuple(Scalar("a/b", 1.0, 2, 3.0)) == ("a/b", 1.0, 2, 3.0)

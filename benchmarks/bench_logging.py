@@ -1,17 +1,24 @@
-"""Logging cost: tensorboardX's SummaryWriter against mlproject's Recorder and EventWriter.
+"""Logging cost per scalar: mlproject's TensorBoard sink against tensorboardX and the old writer.
 
-Two measures, each with runs interleaved across the writers and medians reported:
+Each writer logs ``--n`` float scalars, runs interleaved across the writers, medians reported:
 
-  per scalar      one float scalar per call, ``--n`` calls;
-  per logged step what one logged training step costs: a loss and an accuracy that are 0-d
-                  tensors (as ``ProxyModel.train_batch`` returns them) plus the per-step call
-                  each writer needs (``maybe_flush``), ``--n`` steps.
+  sink            ``TensorBoardSink.write`` of batches of B scalars, as the loop hands them over
+                  at each periodic flush; ``+ flush`` adds ``flush()`` (fsync) after each batch,
+                  as before a checkpoint. B = 1000 (a few seconds of logging) and B = 2 (a
+                  checkpoint after every logged step: the fsync dominates).
+  run_writer      ``TensorBoardSink.writer.add_scalar`` one call per scalar (a model's writer).
+  tensorboardx    tensorboardX's ``SummaryWriter.add_scalar``, one call per scalar.
+  before          the ``EventWriter`` of commit f3d9d41 (hand-written TFRecord framing), loaded
+                  from ``git show`` into a temporary folder: ``add_scalar`` per scalar,
+                  ``flush()`` every B; skipped with a note outside a git checkout. With the
+                  native crc32c it now finds installed, and (``before_numpy``) with the numpy
+                  CRC32C it used when crc32c was no dependency.
 
-"hot" is the time spent in the calls alone (what the training thread pays per step); "total"
-adds what it takes until every event is in the file (tensorboardX: ``close()``, which drains its
-writer thread's queue; mlproject: ``flush()``, which also fsyncs). Construction is not timed.
+"hot" is the time of the calls alone; "total" adds what it takes until every event is durable
+in the file (``flush()``; tensorboardX: ``close()``, which drains its writer thread). The loop
+itself only appends to a list per scalar (no host sync): that in-loop cost is bench_loop.py's.
 
-    python benchmarks/bench_logging.py            # 10000 scalars/steps, 5 repetitions
+    python benchmarks/bench_logging.py            # 10000 scalars, 5 repetitions
     python benchmarks/bench_logging.py --quick    # smoke run
 """
 
@@ -19,140 +26,126 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from tensorboardX import SummaryWriter
 
-from mlproject.recorder import Recorder
-
-try:
-    from mlproject.tensorboard import EventWriter
-except ImportError as error:  # the module is younger than this benchmark
-    EventWriter = None
-    EVENT_WRITER_NOTE = f"skipped: mlproject.tensorboard.EventWriter is not importable ({error})"
-else:
-    EVENT_WRITER_NOTE = "mlproject.tensorboard.EventWriter"
+from mlproject.sinks import COMPLETED, RunInfo, Scalar
+from mlproject.tensorboard import TensorBoardSink
 
 TAG = "train/loss"
+BEFORE_COMMIT = "f3d9d41"
+REPO = Path(__file__).resolve().parent.parent
 
 
-class Case:
-    """A writer under test: ``setup(folder)`` builds it untimed, ``call(i)`` logs item ``i``,
-    ``finish()`` writes everything out, ``cleanup()`` closes it untimed."""
-
-    def __init__(self, name: str, label: str, factory: Callable[[Path, list], tuple]):
-        self.name, self.label, self.factory = name, label, factory
-
-
-def tbx_scalar(folder: Path, data: list) -> tuple:
-    writer = SummaryWriter(str(folder))
-    floats = data[0]
-
-    def call(i: int) -> None:
-        writer.add_scalar(TAG, floats[i], i)
-
-    return call, writer.close, lambda: None
-
-
-def event_writer_scalar(folder: Path, data: list) -> tuple:
-    writer = EventWriter(folder)
-    floats = data[0]
-
-    def call(i: int) -> None:
-        writer.add_scalar(TAG, floats[i], i)
-
-    return call, writer.flush, writer.close
+def load_before(folder: Path, name: str = "tensorboard_before") -> tuple[object | None, str]:
+    """The old mlproject.tensorboard module, or None and why not."""
+    try:
+        source = subprocess.run(
+            ["git", "-C", str(REPO), "show", f"{BEFORE_COMMIT}:mlproject/tensorboard.py"],
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as error:
+        return None, f"skipped: git show {BEFORE_COMMIT} failed ({error})"
+    path = folder / f"{name}.py"
+    path.write_bytes(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, f"EventWriter of commit {BEFORE_COMMIT}"
 
 
-def _recorder(folder: Path) -> Recorder:
-    recorder = Recorder(str(folder / "tb"), run=None, progress=False)
-    run_dir = folder / "run"
-    run_dir.mkdir()
-    recorder.open(run_dir, {"prefix": "", "model": "bench"})
-    return recorder
+# A case: factory(folder, values) -> (call(i), flush_due(i) -> None, finish(), cleanup()).
+Case = tuple[str, str, Callable[[Path, list[float]], tuple]]
 
 
-def recorder_scalar(kind: str) -> Callable[[Path, list], tuple]:
-    def factory(folder: Path, data: list) -> tuple:
-        recorder = _recorder(folder)
-        values = data[0] if kind == "float" else data[1]
+def sink_case(batch: int, flush_each: bool) -> Callable:
+    def factory(folder: Path, values: list[float]) -> tuple:
+        sink = TensorBoardSink(folder)
+        sink.open(RunInfo("run", folder, {"lr": 0.1}), None)
+        scalars = [Scalar(TAG, v, i, 1.7e9 + i) for i, v in enumerate(values)]
 
-        def call(i: int) -> None:
-            recorder.log("train", {"loss": values[i]}, i)
+        def call(i: int) -> None:  # i is the first scalar of a batch
+            sink.write(scalars[i : i + batch])
+            if flush_each:
+                sink.flush()
 
-        return call, recorder.flush, recorder.close
+        return call, batch, sink.flush, lambda: sink.close(COMPLETED)
 
     return factory
 
 
-def tbx_step(folder: Path, data: list) -> tuple:
+def run_writer_case(folder: Path, values: list[float]) -> tuple:
+    sink = TensorBoardSink(folder)
+    sink.open(RunInfo("run", folder, {"lr": 0.1}), None)
+    writer = sink.writer
+
+    def call(i: int) -> None:
+        writer.add_scalar(TAG, values[i], i)
+
+    return call, 1, sink.flush, lambda: sink.close(COMPLETED)
+
+
+def tensorboardx_case(folder: Path, values: list[float]) -> tuple:
     writer = SummaryWriter(str(folder))
-    losses, accuracies = data[1], data[2]
 
     def call(i: int) -> None:
-        writer.add_scalar("train/loss", losses[i].item(), i)
-        writer.add_scalar("train/accuracy", accuracies[i].item(), i)
+        writer.add_scalar(TAG, values[i], i)
 
-    return call, writer.close, lambda: None
-
-
-def event_writer_step(folder: Path, data: list) -> tuple:
-    writer = EventWriter(folder)
-    losses, accuracies = data[1], data[2]
-
-    def call(i: int) -> None:
-        writer.add_scalar("train/loss", losses[i].item(), i)
-        writer.add_scalar("train/accuracy", accuracies[i].item(), i)
-        writer.maybe_flush()
-
-    return call, writer.flush, writer.close
+    return call, 1, writer.close, lambda: None
 
 
-def recorder_step(folder: Path, data: list) -> tuple:
-    recorder = _recorder(folder)
-    losses, accuracies = data[1], data[2]
+def before_case(module: object, batch: int) -> Callable:
+    def factory(folder: Path, values: list[float]) -> tuple:
+        writer = module.EventWriter(folder, flush_secs=float("inf"))
 
-    def call(i: int) -> None:
-        recorder.log("train", {"loss": losses[i], "accuracy": accuracies[i]}, i)
-        recorder.maybe_flush()
+        def call(i: int) -> None:  # i is the first scalar of a batch
+            for j in range(i, min(i + batch, len(values))):
+                writer.add_scalar(TAG, values[j], j, 1.7e9 + j)
+            writer.flush()
 
-    return call, recorder.flush, recorder.close
+        return call, batch, writer.flush, writer.close
+
+    return factory
 
 
-def cases() -> tuple[list[Case], list[Case]]:
-    """The writers of each measure, tensorboardX first (the ratios' base)."""
-    per_scalar = [
-        Case("tensorboardx", "tensorboardX add_scalar(float)", tbx_scalar),
-        Case("event_writer", "EventWriter.add_scalar(float)", event_writer_scalar),
-        Case("recorder_float", "Recorder.log({loss: float})", recorder_scalar("float")),
-        Case("recorder_tensor", "Recorder.log({loss: 0-d tensor})", recorder_scalar("tensor")),
+def cases(before: object | None, before_numpy: object | None) -> list[Case]:
+    """The writers, in the order they run and print; tensorboardX is the ratios' base."""
+    out: list[Case] = [
+        ("tensorboardx", "tensorboardX SummaryWriter.add_scalar", tensorboardx_case),
+        ("sink_1000", "TensorBoardSink.write, 1000 per batch", sink_case(1000, False)),
+        ("sink_flush_1000", "TensorBoardSink.write + flush, 1000 per batch", sink_case(1000, True)),
+        ("sink_flush_2", "TensorBoardSink.write + flush, 2 per batch", sink_case(2, True)),
+        ("run_writer", "TensorBoardSink.writer.add_scalar", run_writer_case),
     ]
-    per_step = [
-        Case("tensorboardx", "tensorboardX add_scalar(.item()) x2", tbx_step),
-        Case("event_writer", "EventWriter.add_scalar(.item()) x2 + maybe_flush", event_writer_step),
-        Case("recorder", "Recorder.log({loss, accuracy: tensors}) + maybe_flush", recorder_step),
-    ]
-    if EventWriter is None:
-        per_scalar = [c for c in per_scalar if c.name != "event_writer"]
-        per_step = [c for c in per_step if c.name != "event_writer"]
-    return per_scalar, per_step
+    if before is not None:
+        out += [
+            ("before_flush_1000", "before: EventWriter + flush, 1000 per flush",
+             before_case(before, 1000)),
+            ("before_flush_2", "before: EventWriter + flush, 2 per flush", before_case(before, 2)),
+            ("before_numpy_1000", "before, numpy CRC: + flush, 1000 per flush",
+             before_case(before_numpy, 1000)),
+        ]  # fmt: skip
+    return out
 
 
-def time_case(case: Case, n: int, data: list, folder: Path) -> tuple[float, float]:
-    """Seconds for the n calls alone, and for the calls plus writing everything out."""
+def time_case(factory: Callable, values: list[float], folder: Path) -> tuple[float, float]:
+    """Seconds for the calls alone, and for the calls plus making everything durable."""
     folder.mkdir(parents=True)
-    call, finish, cleanup = case.factory(folder, data)
+    call, stride, finish, cleanup = factory(folder, values)
     gc.collect()
     start = time.perf_counter()
-    for i in range(n):
+    for i in range(0, len(values), stride):
         call(i)
     hot = time.perf_counter() - start
     finish()
@@ -161,43 +154,44 @@ def time_case(case: Case, n: int, data: list, folder: Path) -> tuple[float, floa
     return hot, total
 
 
-def measure(group: list[Case], n: int, reps: int, data: list, new_folder) -> dict:
-    for case in group:  # warm-up: first-call paths, imports, header caches
-        time_case(case, min(n, 200), data, new_folder())
-    samples: dict[str, list[tuple[float, float]]] = {c.name: [] for c in group}
+def measure(group: list[Case], values: list[float], reps: int, new_folder) -> dict:
+    for _, _, factory in group:  # warm-up: imports, first-call paths, per-tag templates
+        time_case(factory, values[:200], new_folder())
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in group}
     for _ in range(reps):
-        for case in group:
-            samples[case.name].append(time_case(case, n, data, new_folder()))
-    out = {}
-    base = None
-    for case in group:
-        hot = statistics.median(h for h, _ in samples[case.name]) / n * 1e6
-        total = statistics.median(t for _, t in samples[case.name]) / n * 1e6
-        base = base or (hot, total)
-        out[case.name] = {
-            "label": case.label,
+        for name, _, factory in group:
+            samples[name].append(time_case(factory, values, new_folder()))
+    n, out, base = len(values), {}, None
+    for name, label, _ in group:
+        hot = statistics.median(h for h, _ in samples[name]) / n * 1e6
+        total = statistics.median(t for _, t in samples[name]) / n * 1e6
+        base = base or total
+        out[name] = {
+            "label": label,
             "hot_us": round(hot, 2),
             "total_us": round(total, 2),
-            "total_vs_tensorboardx": round(total / base[1], 3),
+            "total_vs_tensorboardx": round(total / base, 3),
+            "samples_total_us": [round(t / n * 1e6, 2) for _, t in samples[name]],
         }
     return out
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=10000, help="scalars (or steps) per run")
+    parser.add_argument("--n", type=int, default=10000, help="scalars per run")
     parser.add_argument("--reps", type=int, default=5, help="timed runs of each writer")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1000 calls, 1 repetition")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1000 scalars, 1 run")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.reps = 1000, 1
-    g = torch.Generator().manual_seed(0)
-    losses = list(torch.rand(args.n, generator=g).unbind())  # 0-d tensors, as a loss is
-    accuracies = list(torch.rand(args.n, generator=g).unbind())
-    data = [[x.item() for x in losses], losses, accuracies]
-    per_scalar, per_step = cases()
+    values = [((i * 7919) % 1000) / 1000 for i in range(args.n)]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_logging_") as tmp:
+        before, before_note = load_before(Path(tmp))
+        # As it ran when crc32c was no dependency: short records checksummed in numpy batches.
+        before_numpy, _ = load_before(Path(tmp), "tensorboard_before_numpy")
+        if before_numpy is not None:
+            before_numpy._NATIVE_CRC = False
         counter = iter(range(10**9))
 
         def new_folder() -> Path:
@@ -207,9 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
             "benchmark": "logging",
             "n": args.n,
             "reps": args.reps,
-            "event_writer": EVENT_WRITER_NOTE,
-            "per_scalar": measure(per_scalar, args.n, args.reps, data, new_folder),
-            "per_step": measure(per_step, args.n, args.reps, data, new_folder),
+            "before": before_note,
+            "per_scalar": measure(cases(before, before_numpy), values, args.reps, new_folder),
             "loadavg": round(os.getloadavg()[0], 2),
         }
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -220,20 +213,16 @@ def main(argv: list[str] | None = None) -> dict:
 
 def print_table(report: dict) -> None:
     print(
-        f"Logging cost: {report['n']} calls per run, median of {report['reps']} interleaved runs "
-        f"(load average {report['loadavg']}); {report['event_writer']}"
+        f"Logging cost: {report['n']} float scalars per run, median of {report['reps']} "
+        f"interleaved runs (load average {report['loadavg']}); before = {report['before']}"
     )
-    print("hot = the calls alone; total = until every event is in the file (flush/close)")
-    for title, key, unit in (
-        ("per scalar", "per_scalar", "µs/scalar"),
-        ("per logged step (loss + accuracy)", "per_step", "µs/step"),
-    ):
-        print(f"\n{title:56s} {'hot':>9s} {'total':>9s}  total/tensorboardX   ({unit})")
-        for row in report[key].values():
-            print(
-                f"  {row['label']:54s} {row['hot_us']:9.2f} {row['total_us']:9.2f}  "
-                f"{row['total_vs_tensorboardx']:.3f}x"
-            )
+    print("hot = the calls alone; total = until every event is durable in the file")
+    print(f"\n{'µs per scalar':52s} {'hot':>9s} {'total':>9s}  total/tensorboardX")
+    for row in report["per_scalar"].values():
+        print(
+            f"  {row['label']:50s} {row['hot_us']:9.2f} {row['total_us']:9.2f}  "
+            f"{row['total_vs_tensorboardx']:.3f}x"
+        )
     print(f"\ntotal {report['seconds']} s")
 
 

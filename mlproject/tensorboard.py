@@ -1,690 +1,293 @@
-"""TensorBoard event files: a cheap synchronous writer, a reader, and truncation for resumed runs.
+"""TensorBoard sink: a run's event file, written through tensorboardX's own writer parts.
 
-The only module of mlproject that imports tensorboardX. tensorboardX's ``SummaryWriter`` hands
-every event to a writer thread through a ``multiprocessing.Queue`` (60-200 µs per scalar in the
-training thread, plus the thread's own work under the GIL). ``EventWriter`` instead appends a
-tuple to a list (about 1 µs) and serialises the whole buffer at ``flush()`` (about 3 µs per
-scalar), in the calling thread, with no writer thread at all.
-
-On disk an event file is a sequence of TFRecords, ``[u64 length][u32 masked crc32c(length)]
-[Event proto][u32 masked crc32c(Event)]``, read by TensorBoard in file-name order. The first
-record of every file is the ``file_version`` event, which carries no summary; every other
-record this module writes carries exactly one summary value and is what ``n_events`` and
-``truncate_run`` count.
+The only module of mlproject that imports tensorboardX. Events are serialised with its protos and
+framed by its ``RecordWriter`` (CRC32C native with the ``crc32c`` package) in the calling thread;
+tensorboardX's ``SummaryWriter`` would hand each one to a writer thread through a queue instead.
+Each event file's first record is the ``file_version`` event; every later record is an event
+that ``state()["n_events"]`` counts, across a run's files in name (= creation) order.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-import mmap
-import numbers
-import operator
 import os
 import re
-import shutil
 import socket
 import struct
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import numpy as np
-import tensorboardX.crc32c
-import tensorboardX.summary
-from tensorboardX.proto import event_pb2
+from tensorboardX import SummaryWriter
+from tensorboardX.proto.api_pb2 import Status
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
+from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboardX.record_writer import RecordWriter, masked_crc32c
+from tensorboardX.summary import hparams, scalar
+from tensorboardX.writer import FileWriter
 
-logger = logging.getLogger(__name__)
+from mlproject.sinks import COMPLETED, FAILED, INTERRUPTED, RunInfo, Scalar, Sink
 
-# --- On-disk names: every file this module creates or reads is named here. ---
-# TensorBoard reads any file whose name contains this mark, in name order.
-EVENT_FILE_MARK = "tfevents"
-# Our files: PREFIX + 16-digit microseconds since the epoch + "." + hostname + "." + pid.
+# Our files: PREFIX + 16-digit µs since the epoch + "." + host + "." + pid (unique, sortable).
 EVENT_FILE_PREFIX = "events.out.tfevents."
-# truncate_run's scratch copies; the name lacks EVENT_FILE_MARK so TensorBoard never reads one.
-TRUNCATE_TMP_PREFIX = ".truncate-"
-# The first event of every file, as tensorboardX and TensorFlow write it.
-FILE_VERSION = "brain.Event:2"
-
-_OUR_FILE_NAME = re.compile(re.escape(EVENT_FILE_PREFIX) + r"(\d{16})\.")
-
-# --- TFRecord framing. ---
-_U64 = struct.Struct("<Q")
-_U32 = struct.Struct("<I")
-_F64 = struct.Struct("<d").pack
-_F32 = struct.Struct("<f").pack
-_HEADER_BYTES = 12  # u64 length + u32 crc of it
-_FOOTER_BYTES = 4  # u32 crc of the payload
-_CRC_TABLE = tensorboardX.crc32c.CRC_TABLE
-# tensorboardX binds a native crc32c when the optional `crc32c` package is installed; without
-# it, a pure-Python loop costs ~0.15 µs per byte, so short records are checksummed in batches
-# with numpy instead (see _masked_crc32c_many).
-_NATIVE_CRC = getattr(tensorboardX.crc32c, "_crc32c_native", None) is not None
-_crc32c = tensorboardX.crc32c.crc32c
-_VECTOR_MIN_RECORDS = 24  # below this, numpy's per-call overhead beats the batching gain
-_VECTOR_MAX_BYTES = 512  # longer records would make every short one pad to their length
-_READ_BATCH_RECORDS = 4096  # records checksummed together while reading
-_COPY_CHUNK_BYTES = 1 << 20
-
-_HEADERS: dict[int, bytes] = {}  # payload length -> its 12-byte record header
-_HEADER_CACHE_MAX_LENGTH = 1 << 16  # images have many distinct lengths; scalars a handful
+EVENT_FILE_MARK = "tfevents"  # TensorBoard reads every file whose name holds it, in name order
+_STAMP = re.compile(re.escape(EVENT_FILE_PREFIX) + r"(\d{16})\.")
+# How the HParams tab shows a run that ended so; an interrupted run may resume: no verdict yet.
+HPARAMS_STATUS = {
+    COMPLETED: Status.Value("STATUS_SUCCESS"),
+    FAILED: Status.Value("STATUS_FAILURE"),
+    INTERRUPTED: Status.Value("STATUS_UNKNOWN"),
+}
 
 
-def _mask(crc: int) -> int:
-    # TFRecord stores a rotated, offset crc so that a crc of data that holds crcs stays useful.
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+class _Events:
+    """Stands in for tensorboardX's EventFileWriter (a queue and a thread): appends each event to
+    one file through its RecordWriter, in the calling thread, and counts the events."""
 
+    def __init__(self, path: Path, n_events: int):
+        self.path, self.n_events = path, n_events
+        self.records: RecordWriter | None = RecordWriter(str(path))
+        version = Event(wall_time=time.time(), file_version="brain.Event:2")
+        self.records.write(version.SerializeToString())
 
-def _header(length: int) -> bytes:
-    header = _HEADERS.get(length)
-    if header is None:
-        length_bytes = _U64.pack(length)
-        header = length_bytes + _U32.pack(_mask(_crc32c(length_bytes)))
-        if length < _HEADER_CACHE_MAX_LENGTH:
-            _HEADERS[length] = header
-    return header
+    def add_event(self, event: Event) -> None:
+        if self.records is None:
+            raise ValueError(f"{self.path} is closed (the run ended): the event would be lost")
+        self.records.write(event.SerializeToString())
+        self.n_events += 1
 
-
-def _record(payload: bytes) -> bytes:
-    return _header(len(payload)) + payload + _U32.pack(_mask(_crc32c(payload)))
-
-
-# Records of different lengths are checksummed together by left-padding them with zero bytes to
-# one length. A zero byte moves the crc register by a bijection, so starting a record padded by
-# k bytes from _PAD_INITS[k] (the standard start value moved back k zero bytes) reaches the
-# standard start value exactly where its real bytes begin.
-_PAD_INITS = [0xFFFFFFFF]
-# Each table entry's top byte is distinct, so it tells which index produced it.
-_INDEX_OF_TOP_BYTE = {entry >> 24: i for i, entry in enumerate(_CRC_TABLE)}
-
-
-def _pad_inits(k: int) -> list[int]:
-    while len(_PAD_INITS) <= k:
-        register = _PAD_INITS[-1]
-        i = _INDEX_OF_TOP_BYTE[register >> 24]
-        _PAD_INITS.append((((register ^ _CRC_TABLE[i]) << 8) & 0xFFFFFFFF) | i)
-    return _PAD_INITS
-
-
-_NP_CRC_TABLE = np.array(_CRC_TABLE, dtype=np.uint32)
-
-
-def _masked_crc32c_many(payloads: Sequence[bytes]) -> list[int]:
-    """The masked crc32c of each payload; short ones are done together with numpy."""
-    if _NATIVE_CRC or len(payloads) < _VECTOR_MIN_RECORDS:
-        return [_mask(_crc32c(p)) for p in payloads]
-    crcs = [0] * len(payloads)
-    short = []
-    for i, payload in enumerate(payloads):
-        if len(payload) <= _VECTOR_MAX_BYTES:
-            short.append(i)
-        else:
-            crcs[i] = _mask(_crc32c(payload))
-    for i, crc in zip(short, _masked_crc32c_padded([payloads[i] for i in short])):
-        crcs[i] = crc
-    return crcs
-
-
-def _masked_crc32c_padded(batch: list[bytes]) -> list[int]:
-    if not batch:
-        return []
-    width = max(map(len, batch))
-    inits = _pad_inits(width)
-    padded = b"".join([p.rjust(width, b"\0") for p in batch])
-    # One row per byte position, so each step of the crc loop is a few whole-array operations.
-    columns = np.frombuffer(padded, np.uint8).reshape(len(batch), width).T.copy()
-    register = np.array([inits[width - len(p)] for p in batch], dtype=np.uint32)
-    index = np.empty_like(register)
-    for column in columns:
-        np.bitwise_xor(register, column, out=index)
-        index &= 0xFF
-        register >>= 8
-        register ^= _NP_CRC_TABLE.take(index)
-    register ^= 0xFFFFFFFF
-    return (((register >> 15) | (register << 17)) + np.uint32(0xA282EAD8)).tolist()
-
-
-def _varint(n: int) -> bytes:
-    if n < 0:
-        n += 1 << 64  # int64 fields encode negatives as their 64-bit two's complement
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-_ONE_BYTE_STEP_FIELDS = [b""] + [b"\x10" + bytes((s,)) for s in range(1, 0x80)]
-
-
-def _step_field(step: int) -> bytes:
-    # Event.step is field 2 (varint); proto3 omits it when 0. Steps below 2**21 are inlined.
-    if 0 <= step < 0x80:
-        return _ONE_BYTE_STEP_FIELDS[step]
-    if 0 < step < 0x4000:
-        return bytes((0x10, (step & 0x7F) | 0x80, step >> 7))
-    if 0 < step < 0x200000:
-        return bytes((0x10, (step & 0x7F) | 0x80, ((step >> 7) & 0x7F) | 0x80, step >> 14))
-    return b"\x10" + _varint(step)
-
-
-def _scalar_suffix_template(tag: str) -> bytes:
-    """The bytes of a scalar Event after its step field, up to the 4 value bytes.
-
-    Built once per tag from tensorboardX's own ``summary.scalar`` (which also cleans the tag as
-    ``SummaryWriter`` does), so that the per-scalar work at flush is a few byte concatenations.
-    """
-    summary = tensorboardX.summary.scalar(tag, 1.0).SerializeToString()
-    value_field = b"\x15" + _F32(1.0)  # Summary.Value.simple_value: field 2, 32-bit
-    if not summary.endswith(value_field):
-        raise RuntimeError(
-            f"tensorboardX encoded the scalar summary of tag {tag!r} unexpectedly "
-            f"({summary!r}); EventWriter cannot build scalar events by hand with this version"
-        )
-    # Event.summary is field 5, length-delimited.
-    return b"\x2a" + _varint(len(summary)) + summary[:-4]
-
-
-def _checked_scalar(tag: Any, value: Any, step: Any) -> tuple[float, int]:
-    if not isinstance(tag, str):
-        raise TypeError(f"a scalar's tag must be a str; got {tag!r} ({type(tag).__name__})")
-    if not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"add_scalar({tag!r}) needs a python number; got {type(value).__name__}. "
-            f"Convert a tensor with .item() on the steps that are logged only."
-        )
-    return float(value), _checked_step(step)
-
-
-def _checked_step(step: Any) -> int:
-    try:
-        return operator.index(step)
-    except TypeError:
-        raise TypeError(f"step must be an int; got {step!r} ({type(step).__name__})") from None
-
-
-def _count(name: str, value: Any) -> int:
-    try:
-        count = operator.index(value)
-    except TypeError:
-        count = -1
-    if count < 0 or isinstance(value, bool):
-        raise ValueError(
-            f"{name} must be an int >= 0 (the n_events recorded in the checkpoint resumed "
-            f"from, or 0); got {value!r}"
-        )
-    return count
-
-
-class _ClosedBuffer:
-    """Stands in for the buffer of a closed writer, so that a late event fails loudly."""
-
-    def __len__(self) -> int:
-        return 0
-
-    def append(self, item: object) -> None:
-        raise ValueError(
-            "this EventWriter is closed, so the event would be lost; open a new EventWriter"
-        )
-
-    extend = append
-
-
-_CLOSED = _ClosedBuffer()
-_IMAGE_AXES = {2: "HW", 3: "CHW", 4: "NCHW"}  # add_image: an image's dimensions by count
-_DEFAULT_HISTOGRAM_BINS: list[float] = []
-
-
-def _tensorflow_bins() -> list[float]:
-    # The same bucket edges as SummaryWriter.default_bins (TensorFlow's histogram.cc).
-    if not _DEFAULT_HISTOGRAM_BINS:
-        v, positive = 1e-12, []
-        while v < 1e20:
-            positive.append(v)
-            v *= 1.1
-        _DEFAULT_HISTOGRAM_BINS.extend([-b for b in reversed(positive)] + [0.0] + positive)
-    return _DEFAULT_HISTOGRAM_BINS
-
-
-def _next_file_name(logdir: Path) -> str:
-    # Names must sort in creation order even for writers created in the same microsecond or
-    # after the clock stepped back, so never reuse or undercut a timestamp already in the folder.
-    stamp = time.time_ns() // 1000
-    for name in os.listdir(logdir):
-        match = _OUR_FILE_NAME.match(name)
-        if match:
-            stamp = max(stamp, int(match.group(1)) + 1)
-    return f"{EVENT_FILE_PREFIX}{stamp:016d}.{socket.gethostname()}.{os.getpid()}"
-
-
-class EventWriter:
-    """A synchronous, buffered writer of one TensorBoard event file.
-
-    ``add_*`` only buffer in memory; ``flush()`` serialises the buffer, writes it and
-    ``fsync``s the file, so a killed process loses exactly what was added since the last
-    flush. Call ``maybe_flush()`` every step (it is one clock comparison when nothing is due)
-    and ``flush()`` before recording ``n_events`` in a checkpoint. Not thread-safe: use it from
-    the thread that trains.
-
-    Args:
-        logdir: The run folder; it must exist. One new event file is created in it.
-        initial_count: The ``n_events`` of the checkpoint this process resumes from (0 for a
-            fresh run), so that ``n_events`` keeps counting the whole run's events.
-        flush_secs: ``maybe_flush()`` flushes when this many seconds passed since the last
-            flush (0: at every call; ``math.inf``: never).
-
-    Example:
-        >>> with EventWriter(run_dir) as writer:
-        ...     for step in range(100):
-        ...         writer.add_scalar("train/loss", 1.0 / (step + 1), step)
-        ...         writer.maybe_flush()
-        >>> read_scalars(run_dir)["train/loss"][-1]
-        (99, 0.009999999776482582)
-    """
-
-    def __init__(
-        self, logdir: str | os.PathLike, *, initial_count: int = 0, flush_secs: float = 10.0
-    ):
-        logdir = Path(logdir)
-        if not logdir.is_dir():
-            raise FileNotFoundError(
-                f"logdir {str(logdir)!r} is not an existing folder; EventWriter does not create "
-                f"it. Create it first: os.makedirs(logdir, exist_ok=True)"
-            )
-        initial_count = _count("initial_count", initial_count)
-        if not isinstance(flush_secs, numbers.Real) or not flush_secs >= 0:
-            raise ValueError(
-                f"flush_secs must be a number of seconds >= 0 (math.inf: only explicit "
-                f"flushes); got {flush_secs!r}"
-            )
-        self._flush_secs = float(flush_secs)
-        self._pending: list[Any] | _ClosedBuffer = []
-        self._n_written = initial_count
-        self._scalar_suffixes: dict[str, bytes] = {}
-        while True:
-            path = logdir / _next_file_name(logdir)
-            try:
-                # "x": a name clash with another process must not truncate its file.
-                self._file = open(path, "xb")
-                break
-            except FileExistsError:
-                continue
-        self._path = path
-        version = event_pb2.Event(wall_time=time.time(), file_version=FILE_VERSION)
-        try:
-            self._write(_record(version.SerializeToString()))
-        except BaseException:
-            self._file.close()
-            raise
-        self._next_flush = time.monotonic() + self._flush_secs
-
-    @property
-    def path(self) -> Path:
-        """The event file this writer appends to."""
-        return self._path
-
-    @property
-    def n_events(self) -> int:
-        """``initial_count`` plus every event added through this writer, flushed or not."""
-        return self._n_written + len(self._pending)
-
-    def add_scalar(self, tag: str, value: float, step: int, wall_time: float | None = None) -> None:
-        """Buffer one scalar; ``wall_time`` defaults to now (seconds since the epoch)."""
-        # Checked here, not at flush, so a bad call fails at its line; the common case costs
-        # three class comparisons.
-        if value.__class__ is not float or step.__class__ is not int or tag.__class__ is not str:
-            value, step = _checked_scalar(tag, value, step)
-        self._pending.append(
-            (tag, value, step, time.time() if wall_time is None else float(wall_time))
-        )
-
-    def add_scalars_batch(
-        self,
-        tags: Sequence[str],
-        values: Sequence[float],
-        steps: Sequence[int],
-        wall_times: Sequence[float],
-    ) -> None:
-        """Buffer ``add_scalar(tags[i], values[i], steps[i], wall_times[i])`` for every i."""
-        if not len(tags) == len(values) == len(steps) == len(wall_times):
-            raise ValueError(
-                f"tags, values, steps and wall_times must have one length; got {len(tags)}, "
-                f"{len(values)}, {len(steps)} and {len(wall_times)}"
-            )
-        if not (
-            all(v.__class__ is float for v in values)
-            and all(s.__class__ is int for s in steps)
-            and all(t.__class__ is str for t in tags)
-        ):
-            checked = [_checked_scalar(t, v, s) for t, v, s in zip(tags, values, steps)]
-            values, steps = [v for v, _ in checked], [s for _, s in checked]
-        if not all(w.__class__ is float for w in wall_times):
-            wall_times = [float(w) for w in wall_times]
-        self._pending.extend(zip(tags, values, steps, wall_times))
-
-    def add_image(self, tag: str, img: Any, step: int, dataformats: str = "CHW") -> None:
-        """Buffer one image, as ``SummaryWriter.add_image`` (float in [0, 1] or uint8)."""
-        # tensorboardX checks this with assert, which vanishes under python -O.
-        ndim = np.ndim(img)
-        if sorted(dataformats.upper()) != sorted(_IMAGE_AXES.get(ndim, "?")):
-            raise ValueError(
-                f"add_image({tag!r}): dataformats={dataformats!r} does not fit an image of "
-                f"{ndim} dimensions; name each of its axes once with the letters of "
-                f"{_IMAGE_AXES.get(ndim, 'CHW')!r} in the array's order, e.g. 'HWC'"
-            )
-        self._add_summary(tensorboardX.summary.image(tag, img, dataformats=dataformats), step)
-
-    def add_histogram(self, tag: str, values: Any, step: int, bins: str = "tensorflow") -> None:
-        """Buffer a histogram of ``values``; ``bins`` as ``SummaryWriter.add_histogram``."""
-        edges = _tensorflow_bins() if bins == "tensorflow" else bins
-        self._add_summary(tensorboardX.summary.histogram(tag, values, edges), step)
-
-    def add_text(self, tag: str, text: str, step: int) -> None:
-        """Buffer a text (markdown) event; TensorBoard shows it under ``tag + "/text_summary"``."""
-        self._add_summary(tensorboardX.summary.text(tag, text), step)
-
-    def _add_summary(self, summary: Any, step: int) -> None:
-        # Serialised now rather than at flush, so the buffer holds bytes, not user tensors.
-        event = event_pb2.Event(wall_time=time.time(), step=_checked_step(step), summary=summary)
-        self._pending.append(_record(event.SerializeToString()))
-
-    def maybe_flush(self) -> None:
-        """Flush if ``flush_secs`` have passed since the last flush."""
-        if time.monotonic() >= self._next_flush:
-            self.flush()
+    def get_logdir(self) -> str:
+        return str(self.path.parent)
 
     def flush(self) -> None:
-        """Write every buffered event, then flush and ``fsync`` the file.
-
-        If the disk write fails, the exception propagates and those events are dropped from
-        the buffer all the same: part of them may be on disk, and a later flush must not write
-        them twice.
-        """
-        pending = self._pending
-        if pending:
-            data = self._serialise(pending)
-            self._n_written += len(pending)
-            self._pending = []
-            self._write(data)
-        self._next_flush = time.monotonic() + self._flush_secs
-
-    def _serialise(self, pending: list[Any]) -> bytes:
-        suffixes = self._scalar_suffixes
-        payloads = []
-        for item in pending:
-            if item.__class__ is bytes:
-                continue
-            tag, value, step, wall_time = item
-            suffix = suffixes.get(tag)
-            if suffix is None:
-                suffix = suffixes[tag] = _scalar_suffix_template(tag)
-            try:
-                value_bytes = _F32(value)
-            except OverflowError:  # beyond float32's range: store inf, as protobuf would
-                value_bytes = _F32(math.copysign(math.inf, value))
-            # Event.wall_time is field 1, a 64-bit double.
-            payloads.append(b"\x09" + _F64(wall_time) + _step_field(step) + suffix + value_bytes)
-        crcs = iter(_masked_crc32c_many(payloads))
-        scalar_payloads = iter(payloads)
-        records = []
-        for item in pending:
-            if item.__class__ is bytes:
-                records.append(item)
-            else:
-                payload = next(scalar_payloads)
-                records.append(_header(len(payload)) + payload + _U32.pack(next(crcs)))
-        return b"".join(records)
-
-    def _write(self, data: bytes) -> None:
-        self._file.write(data)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        if self.records is not None:
+            self.records.flush()  # and fsync
 
     def close(self) -> None:
-        """Flush and close the file; later calls do nothing, later ``add_*`` raise."""
-        if self._pending is _CLOSED:
-            return
-        try:
+        if self.records is not None:
             self.flush()
-        finally:
-            self._pending = _CLOSED
-            self._file.close()
-
-    def __enter__(self) -> EventWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+            self.records.close()
+            self.records = None
 
 
-def event_files(logdir: str | os.PathLike) -> list[Path]:
-    """The event files of one run folder, oldest first (TensorBoard's reading order).
+class _FileWriter(FileWriter):
+    # FileWriter.__init__ would start a writer thread and an atexit hook; its methods only use:
+    def __init__(self, events: _Events):
+        self.event_writer, self._default_metadata = events, {}
+
+
+class RunWriter(SummaryWriter):
+    """tensorboardX's ``SummaryWriter``, writing synchronously into the run's own event file.
+
+    Every method works as in tensorboardX, except two that would create sub-folders, and so
+    extra runs in TensorBoard's run list and HParams tab: ``add_scalars(main, {k: v})`` writes
+    the tags ``main/k`` into this run, and ``add_hparams(h, metrics)`` writes ``metrics`` as
+    scalars of this run (metric columns); the run's hparams are its config, recorded when it
+    started, so ``h`` is not recorded (a warning says so). ``flush()`` makes the events durable;
+    ``close()`` only flushes, as the sink closes the file. ``null_writer()`` writes nothing.
 
     Example:
-        >>> [p.name for p in event_files(run_dir)]  # doctest: +SKIP
-        ['events.out.tfevents.1717171717000001.host.4242']
+        >>> writer = sink.writer  # or model.writer
+        >>> writer.add_images("inputs", batch[:8], global_step=step)
+        >>> writer.add_scalars("loss", {"train": 0.3, "val": 0.4}, step)  # loss/train, loss/val
     """
-    folder = Path(logdir)
-    return sorted(
-        (p for p in folder.iterdir() if EVENT_FILE_MARK in p.name and p.is_file()),
-        key=lambda p: p.name,
-    )
+
+    def __init__(self, events: _Events | None):
+        self._events = events
+        super().__init__(events and events.get_logdir(), write_to_disk=events is not None)
+
+    def _get_file_writer(self) -> Any:
+        if self._events is None:
+            return super()._get_file_writer()  # tensorboardX's DummyFileWriter
+        if self.file_writer is None:
+            self.file_writer = _FileWriter(self._events)
+            self.all_writers = {self._events.get_logdir(): self.file_writer}
+        return self.file_writer
+
+    def add_scalars(self, main_tag, tag_scalar_dict, global_step=None, walltime=None) -> None:
+        walltime = time.time() if walltime is None else walltime
+        for tag, value in tag_scalar_dict.items():
+            self.add_scalar(f"{main_tag}/{tag}", value, global_step, walltime)
+
+    def add_hparams(self, hparam_dict, metric_dict, name=None, global_step=None) -> None:
+        if type(hparam_dict) is not dict or type(metric_dict) is not dict:
+            raise TypeError(f"hparam_dict and metric_dict must be dicts; got {hparam_dict!r}")
+        if hparam_dict:
+            warnings.warn(
+                f"add_hparams records only the metrics: this run's hparams are its config, "
+                f"recorded when it started. Put {sorted(hparam_dict)} in the config instead.",
+                stacklevel=2,
+            )
+        for tag, value in metric_dict.items():
+            self.add_scalar(tag, value, global_step)
+
+    def add_embedding(self, *args: Any, **kwargs: Any) -> None:
+        if self._events is not None:
+            return super().add_embedding(*args, **kwargs)  # projector files in the run folder
+        # Not events: written to a scratch folder and discarded, so bad input fails as with
+        # TensorBoard on.
+        with tempfile.TemporaryDirectory() as scratch:
+            self.logdir, logdir = scratch, self.logdir
+            try:
+                super().add_embedding(*args, **kwargs)
+            finally:
+                self.logdir = logdir
+
+    def close(self) -> None:
+        self.flush()
 
 
-def _scan(path: Path) -> Iterator[tuple[bytes, int]]:
-    """Yield ``(payload, end offset)`` of each intact record, stopping at the first bad one.
+def null_writer() -> RunWriter:
+    """The writer of a run without TensorBoard: the same class as ``TensorBoardSink.writer``
+    (each ``add_*`` still checks its input), writing nothing.
 
-    A bad record is one cut short (a process killed mid-write) or failing its checksums; what
-    follows it in the same file is not read, as TensorBoard does.
+    Example:
+        >>> null_writer().add_image("x", torch.rand(3, 8, 8), global_step=0)  # nothing written
     """
+    return RunWriter(None)
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, str | bool | float]:
+    """A config as HParams columns: nested keys dotted, lists, None and the like as strings.
+
+    Example:
+        >>> flatten_config({"optim": {"lr": 0.1, "betas": [0.9, 0.99]}, "seed": None})
+        {'optim.lr': 0.1, 'optim.betas': '[0.9, 0.99]', 'seed': 'None'}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            plain = isinstance(value, (str, bool, int, float))
+            flat[f"{prefix}{key}"] = value if plain else str(value)
+    return flat
+
+
+def _record_ends(path: Path) -> list[int]:
+    """The end offset of each intact record of an event file, until a torn or corrupt one.
+
+    Hand-written: tensorboardX only writes records, and tensorboard's reader is no runtime
+    dependency. A record is [u64 length][u32 crc of it][payload][u32 crc of the payload].
+    """
+    ends = []
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+        while len(header := f.read(12)) == 12:
+            length, crc = struct.unpack("<QI", header)
+            if crc != masked_crc32c(header[:8]):
+                break
+            body = f.read(length + 4)
+            if len(body) < length + 4 or body[-4:] != struct.pack("<I", masked_crc32c(body[:-4])):
+                break
+            ends.append(f.tell())
+    return ends
+
+
+def _truncate(folder: Path, keep: int) -> int:
+    """Keep a run folder's first ``keep`` events (and no torn record); return how many it has."""
+    kept = 0
+    for path in sorted(p for p in folder.iterdir() if EVENT_FILE_MARK in p.name and p.is_file()):
+        ends = _record_ends(path) if kept < keep else []
+        n = min(max(len(ends) - 1, 0), keep - kept)
+        kept, size = kept + n, ends[n] if ends else 0
         if size == 0:
-            return  # mmap refuses an empty file
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            pos, intact = 0, True
-            while intact and pos < size:
-                # Parse a batch of records first, so their checksums are computed together.
-                batch: list[tuple[bytes, int, int, int]] = []
-                while pos < size and len(batch) < _READ_BATCH_RECORDS:
-                    if size - pos < _HEADER_BYTES:
-                        intact = False
-                        break
-                    (length,) = _U64.unpack_from(data, pos)
-                    end = pos + _HEADER_BYTES + length + _FOOTER_BYTES
-                    if end > size or data[pos : pos + _HEADER_BYTES] != _header(length):
-                        intact = False
-                        break
-                    payload = data[pos + _HEADER_BYTES : end - _FOOTER_BYTES]
-                    batch.append(
-                        (payload, pos, end, _U32.unpack_from(data, end - _FOOTER_BYTES)[0])
-                    )
-                    pos = end
-                crcs = _masked_crc32c_many([payload for payload, _, _, _ in batch])
-                for (payload, start, end, stored), crc in zip(batch, crcs):
-                    if crc != stored:
-                        pos, intact = start, False
-                        break
-                    yield payload, end
-            if pos < size:
-                logger.warning(
-                    "%s: ignoring %d bytes from offset %d: a record cut short or corrupt "
-                    "(a process killed while writing?)",
-                    path,
-                    size - pos,
-                    pos,
-                )
-
-
-def read_events(logdir: str | os.PathLike) -> list[tuple[str, int, float | None, float]]:
-    """Every summary value of a run folder, in file order.
-
-    Returns:
-        ``(tag, step, value, wall_time)`` tuples; ``value`` is the scalar, or None for images,
-        histograms, text and other non-scalar summaries.
-
-    Example:
-        >>> read_events(run_dir)[:1]  # doctest: +SKIP
-        [('train/loss', 0, 1.0, 1717171717.25)]
-    """
-    out = []
-    for path in event_files(logdir):
-        for payload, _ in _scan(path):
-            event = event_pb2.Event.FromString(payload)
-            if not event.HasField("summary"):
-                continue
-            for value in event.summary.value:
-                scalar = value.simple_value if value.WhichOneof("value") == "simple_value" else None
-                out.append((value.tag, event.step, scalar, event.wall_time))
-    return out
-
-
-def read_scalars(logdir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
-    """Each scalar tag of a run folder mapped to its ``(step, value)`` pairs in write order.
-
-    Example:
-        >>> read_scalars(run_dir)["train/loss"][:2]  # doctest: +SKIP
-        [(0, 1.0), (1, 0.5)]
-    """
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    for tag, step, value, _ in read_events(logdir):
-        if value is not None:
-            scalars.setdefault(tag, []).append((step, value))
-    return scalars
-
-
-def truncate_run(logdir: str | os.PathLike, keep: int) -> int:
-    """Keep only the first ``keep`` counted events of a run folder; return how many were dropped.
-
-    Counted events are those carrying a summary (not the ``file_version`` event), taken across
-    the event files oldest first: exactly what ``EventWriter.n_events`` counts. Files wholly
-    within ``keep`` are left untouched; the file holding the boundary is copied up to it into
-    a scratch file, ``fsync``ed and renamed over the original; later files are deleted. A
-    record cut short at a file's end is dropped too (it is not counted as dropped).
-
-    Args:
-        logdir: The run folder.
-        keep: The ``n_events`` recorded in the checkpoint being resumed.
-
-    Example:
-        >>> n = truncate_run(run_dir, checkpoint["n_events"])
-        >>> writer = EventWriter(run_dir, initial_count=checkpoint["n_events"])
-    """
-    keep = _count("keep", keep)
-    folder = Path(logdir)
-    for stale in folder.glob(TRUNCATE_TMP_PREFIX + "*"):
-        stale.unlink()  # left by a truncate_run that was killed before its rename
-    remaining, dropped = keep, 0
-    for path in event_files(folder):
-        if remaining == 0:
-            dropped += sum(_carries_summary(payload) for payload, _ in _scan(path))
             path.unlink()
-            _fsync_dir(folder)
-            continue
-        cut = 0
-        n_dropped_here = 0
-        for payload, end in _scan(path):
-            if _carries_summary(payload):
-                if remaining == 0:
-                    n_dropped_here += 1
-                    continue
-                remaining -= 1
-            if n_dropped_here == 0:
-                cut = end
-        dropped += n_dropped_here
-        if cut < path.stat().st_size:
-            _cut_file(path, cut)
-    if remaining:
-        warnings.warn(
-            f"truncate_run({str(folder)!r}, keep={keep}): the folder holds only "
-            f"{keep - remaining} events, so {remaining} that were flushed before the checkpoint "
-            f"are missing; n_events will overcount them",
-            stacklevel=2,
-        )
-    return dropped
+        elif size < path.stat().st_size:
+            os.truncate(path, size)
+            _fsync(path)
+    _fsync(folder)
+    if kept < keep:
+        warnings.warn(f"{folder} holds {kept} events, not the checkpoint's {keep}", stacklevel=3)
+    return kept
 
 
-def _carries_summary(payload: bytes) -> bool:
-    return event_pb2.Event.FromString(payload).HasField("summary")
+def _fsync(path: Path) -> None:
+    if os.name != "nt" or path.is_file():  # Windows cannot open a folder, nor needs to
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def _cut_file(path: Path, size: int) -> None:
-    # A copy renamed over the original: a crash leaves either the old or the new file whole.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=TRUNCATE_TMP_PREFIX)
-    try:
-        with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
-            left = size
-            while left:
-                chunk = src.read(min(left, _COPY_CHUNK_BYTES))
-                if not chunk:
-                    raise OSError(f"{path} shrank while truncate_run copied it")
-                dst.write(chunk)
-                left -= len(chunk)
-            dst.flush()
-            os.fsync(dst.fileno())
-        shutil.copymode(path, tmp_name)  # mkstemp makes it 0600; keep it readable as before
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+def _new_event_file(folder: Path) -> Path:
+    # Never reuse or undercut a stamp in the folder: names sort in creation order, even after
+    # the clock stepped back.
+    stamps = [int(m[1]) + 1 for p in folder.iterdir() if (m := _STAMP.match(p.name))]
+    stamp = max([time.time_ns() // 1000, *stamps])
+    return folder / f"{EVENT_FILE_PREFIX}{stamp:016d}.{socket.gethostname()}.{os.getpid()}"
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes a rename or unlink durable; Windows cannot open a folder, and needs no such step.
-    if os.name == "nt":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# --- the sink (interim: the TensorBoard helper's rewrite replaces this file) -------------------
-from mlproject.sinks import RunInfo, Scalar, Sink  # noqa: E402
-
-
-class _NullWriter:
-    def __getattr__(self, name: str) -> Any:
-        return lambda *args, **kwargs: None
-
-
-def null_writer() -> Any:
-    return _NullWriter()
+def _session_end(status: str) -> Summary:
+    # tensorboardX's hparams() writes only STATUS_SUCCESS; built here from its protos.
+    info = SessionEndInfo(status=HPARAMS_STATUS[status], end_time_secs=time.time())
+    content = HParamsPluginData(session_end_info=info, version=0).SerializeToString()
+    plugin = SummaryMetadata.PluginData(plugin_name="hparams", content=content)
+    value = Summary.Value(
+        tag="_hparams_/session_end_info", metadata=SummaryMetadata(plugin_data=plugin)
+    )
+    return Summary(value=[value])
 
 
 class TensorBoardSink(Sink):
+    """Writes a run's scalars, hparams and ``writer`` events to ``<tensorboard_dir>/<run name>/``.
+
+    Each ``open`` starts a new event file. A fresh run (``state`` None) first drops any events
+    of an attempt that died before its first checkpoint and records its config as the HParams
+    session start; a resumed run drops the events written after its checkpoint, so each
+    (tag, step) is in the files once. ``close`` records the HParams session end.
+
+    Example:
+        >>> sink = TensorBoardSink("tb")
+        >>> sink.open(RunInfo("mnist-1", Path("runs/mnist-1"), {"lr": 0.1}), state=None)
+        >>> sink.write([Scalar("train/loss", 0.25, 0, time.time())])
+        >>> sink.close(COMPLETED)
+    """
+
     name = "tensorboard"
 
     def __init__(self, tensorboard_dir: str | os.PathLike):
-        self.root = Path(tensorboard_dir)
-        self._events: EventWriter | None = None
-
-    def open(self, run: RunInfo, state: dict[str, Any] | None) -> None:
-        folder = self.root / run.name
-        folder.mkdir(parents=True, exist_ok=True)
-        n = state["n_events"] if state else 0
-        truncate_run(folder, n)
-        self._events = EventWriter(folder, initial_count=n, flush_secs=math.inf)
+        self.tensorboard_dir = Path(tensorboard_dir)
+        self._events: _Events | None = None
+        self._writer: RunWriter | None = None
+        self._templates: dict[str, tuple[Event, Any]] = {}  # tag -> (event, its summary value)
 
     @property
-    def writer(self) -> Any:
-        return self._events
+    def writer(self) -> RunWriter:
+        """A full ``SummaryWriter`` into this run's event file (``Model.writer``)."""
+        if self._writer is None:
+            raise RuntimeError("TensorBoardSink.writer exists once open() has been called")
+        return self._writer
+
+    def open(self, run: RunInfo, state: dict[str, Any] | None) -> None:
+        folder = self.tensorboard_dir / run.name
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = _truncate(folder, state["n_events"] if state else 0)
+        self._events = _Events(_new_event_file(folder), kept)
+        self._writer = RunWriter(self._events)
+        if state is None:
+            _, session_start, _ = hparams(flatten_config(run.config), {})
+            self._writer.file_writer.add_summary(session_start)
 
     def write(self, scalars: list[Scalar]) -> None:
-        tags, values, steps, times = zip(*scalars)
-        self._events.add_scalars_batch(tags, values, steps, times)
+        templates, payloads = self._templates, []
+        for tag, value, step, wall_time in scalars:
+            if tag not in templates:
+                event = Event(summary=scalar(tag, 0.0))  # tensorboardX cleans the tag
+                templates[tag] = event, event.summary.value[0]
+            event, summary_value = templates[tag]
+            event.wall_time, event.step, summary_value.simple_value = wall_time, step, value
+            payloads.append(event.SerializeToString())
+        records = self._events and self._events.records
+        if records is None:
+            raise ValueError("TensorBoardSink.write after close: the scalars would be lost")
+        for payload in payloads:
+            records.write(payload)
+        self._events.n_events += len(payloads)
+        # To the OS, so a live TensorBoard sees them; RecordWriter.flush would fsync too.
+        records._writer.flush()
 
     def flush(self) -> None:
         self._events.flush()
@@ -693,5 +296,11 @@ class TensorBoardSink(Sink):
         return {"n_events": self._events.n_events}
 
     def close(self, status: str) -> None:
-        if self._events is not None:
+        if status not in HPARAMS_STATUS:
+            raise ValueError(f"status must be one of {sorted(HPARAMS_STATUS)}; got {status!r}")
+        if self._events is None or self._events.records is None:
+            return
+        try:
+            self._writer.file_writer.add_summary(_session_end(status))
+        finally:
             self._events.close()

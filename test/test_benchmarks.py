@@ -52,15 +52,18 @@ def test_bench_loop_runs_lightning_when_installed():
     assert result["lightning_loss_match"] is True
 
 
-def test_bench_logging_reports_each_writer_per_scalar_and_per_step():
+def test_bench_logging_reports_each_writer_per_scalar():
     report = run_quick("bench_logging.py")
     assert report["benchmark"] == "logging"
-    assert {"tensorboardx", "recorder_float", "recorder_tensor"} <= set(report["per_scalar"])
-    assert {"tensorboardx", "recorder"} <= set(report["per_step"])
-    for group in ("per_scalar", "per_step"):
-        for row in report[group].values():
-            assert row["total_us"] >= row["hot_us"] > 0
-            assert row["total_vs_tensorboardx"] > 0
+    rows = report["per_scalar"]
+    assert {"tensorboardx", "sink_1000", "sink_flush_1000", "sink_flush_2", "run_writer"} <= set(
+        rows
+    )
+    if report["before"].startswith("EventWriter of commit"):  # else not a git checkout
+        assert {"before_flush_1000", "before_flush_2", "before_numpy_1000"} <= set(rows)
+    for row in rows.values():
+        assert row["total_us"] >= row["hot_us"] > 0
+        assert row["total_vs_tensorboardx"] > 0
 
 
 def test_bench_startup_reports_both_imports_and_their_difference():

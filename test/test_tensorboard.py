@@ -1,30 +1,42 @@
-"""Tests of mlproject.tensorboard: what TensorBoard reads back, buffering, and run truncation."""
+"""Tests of mlproject.tensorboard: what TensorBoard's own readers find in the files we write."""
 
 import math
 import os
-import random
 import re
 import socket
 import struct
+import subprocess
+import sys
+import threading
+import warnings
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tensorboard import context
+from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 from tensorboard.backend.event_processing.event_accumulator import (
     STORE_EVERYTHING_SIZE_GUIDANCE,
     EventAccumulator,
 )
-from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-from tensorboardX.record_writer import masked_crc32c
+from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+from tensorboard.plugins import base_plugin
+from tensorboard.plugins.hparams import (
+    api_pb2,
+    backend_context,
+    get_experiment,
+    list_session_groups,
+)
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from mlproject import tensorboard
-from mlproject.tensorboard import (
-    EventWriter,
-    event_files,
-    read_events,
-    read_scalars,
-    truncate_run,
-)
+from mlproject.sinks import COMPLETED, FAILED, INTERRUPTED, RunInfo, Scalar
+from mlproject.tensorboard import RunWriter, TensorBoardSink, flatten_config, null_writer
+
+SESSION_START = hparams_metadata.SESSION_START_INFO_TAG
+SESSION_END = hparams_metadata.SESSION_END_INFO_TAG
 
 
 def f32(x: float) -> float:
@@ -32,354 +44,459 @@ def f32(x: float) -> float:
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
-def accumulate(logdir) -> EventAccumulator:
-    """TensorBoard's own reader over the run folder, keeping every event."""
-    accumulator = EventAccumulator(str(logdir), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
+def open_sink(tb_dir, name="run", config=None, state=None) -> TensorBoardSink:
+    sink = TensorBoardSink(tb_dir)
+    sink.open(RunInfo(name, Path(tb_dir) / "model" / name, config or {}), state)
+    return sink
+
+
+def accumulate(run_dir) -> EventAccumulator:
+    """TensorBoard's own reader over one run folder, keeping every event."""
+    accumulator = EventAccumulator(str(run_dir), size_guidance=STORE_EVERYTHING_SIZE_GUIDANCE)
     accumulator.Reload()
     return accumulator
 
 
-def tb_scalars(logdir, tag: str) -> list[tuple[int, float]]:
-    return [(e.step, e.value) for e in accumulate(logdir).Scalars(tag)]
+def tb_scalars(run_dir, tag: str) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in accumulate(run_dir).Scalars(tag)]
 
 
-STEPS = [0, 1, 127, 128, 16383, 16384, 2**21 - 1, 2**21, 2**40]  # every step-encoding width
-VALUES = [0.0, -1.5, 1 / 3, 1e-30, 3.4e38, -2.5e-7, 123456.789, 1.0, -0.0]
+def event_files(run_dir) -> list[Path]:
+    return sorted(p for p in Path(run_dir).iterdir() if "tfevents" in p.name)
 
 
-@pytest.mark.parametrize("batched", [False, True])
-def test_scalars_read_back_exactly_by_tensorboard_and_read_scalars(tmp_path, batched):
-    long_tag = "x/" + "long" * 50  # a tag length that needs a two-byte varint
+def raw_events(run_dir) -> list:
+    """Every event record of a run folder as written (no compat layer), files in name order."""
+    return [e for p in event_files(run_dir) for e in LegacyEventFileLoader(str(p)).Load()]
+
+
+def tag_steps(run_dir) -> list[tuple[str, int]]:
+    return [(v.tag, e.step) for e in raw_events(run_dir) for v in e.summary.value]
+
+
+def session_end_status(run_dir) -> int:
+    (content,) = [
+        v.metadata.plugin_data.content
+        for e in raw_events(run_dir)
+        for v in e.summary.value
+        if v.tag == SESSION_END
+    ]
+    return hparams_metadata.parse_session_end_info_plugin_data(content).status
+
+
+# --- write(): scalars as TensorBoard reads them ---
+
+STEPS = [0, 1, 127, 128, 16383, 16384, 2**21, 2**40]
+VALUES = [0.0, -1.5, 1 / 3, 1e-30, 3.4e38, -2.5e-7, 123456.789, -0.0]
+
+
+def test_scalars_read_back_exactly_by_tensorboard(tmp_path):
+    long_tag = "x/" + "long" * 50
     wall_times = [1.7e9 + 0.25 * i for i in range(len(STEPS))]
-    with EventWriter(tmp_path) as writer:
-        for tag in ["train/loss", long_tag]:
-            if batched:
-                n = len(STEPS)
-                writer.add_scalars_batch([tag] * n, VALUES, STEPS, wall_times)
-            else:
-                for step, value, wall_time in zip(STEPS, VALUES, wall_times):
-                    writer.add_scalar(tag, value, step, wall_time)
-        # Enough events in one flush for the batched checksum path to run.
-        for step in range(300):
-            writer.add_scalar("many", step / 7, step)
+    sink = open_sink(tmp_path)
+    for tag in ["train/loss", long_tag]:
+        sink.write([Scalar(tag, v, s, w) for v, s, w in zip(VALUES, STEPS, wall_times)])
+    sink.write([Scalar("many", i / 7, i, 1.0) for i in range(1000)])  # one batch, as at a flush
+    sink.close(COMPLETED)
 
     expected = [(s, f32(v)) for s, v in zip(STEPS, VALUES)]
-    for tag in ["train/loss", long_tag]:
-        assert tb_scalars(tmp_path, tag) == expected
-        assert read_scalars(tmp_path)[tag] == expected
-    assert [e.wall_time for e in accumulate(tmp_path).Scalars("train/loss")] == wall_times
-    many = [(s, f32(s / 7)) for s in range(300)]
-    assert tb_scalars(tmp_path, "many") == many
-    assert read_scalars(tmp_path)["many"] == many
+    run = tmp_path / "run"
+    assert tb_scalars(run, "train/loss") == expected
+    assert tb_scalars(run, long_tag) == expected
+    assert [e.wall_time for e in accumulate(run).Scalars("train/loss")] == wall_times
+    assert tb_scalars(run, "many") == [(i, f32(i / 7)) for i in range(1000)]
+    first = raw_events(run)[0]
+    assert first.file_version == "brain.Event:2" and not first.HasField("summary")
 
 
-def test_scalar_tags_are_cleaned_as_summary_writer_cleans_them(tmp_path):
-    with EventWriter(tmp_path) as writer:
-        writer.add_scalar("/loss (val)", 2.0, 3)
-    assert read_scalars(tmp_path) == {"loss__val_": [(3, 2.0)]}
-    assert tb_scalars(tmp_path, "loss__val_") == [(3, 2.0)]
+def test_tags_are_cleaned_as_summary_writer_cleans_them(tmp_path):
+    sink = open_sink(tmp_path)
+    sink.write([Scalar("/loss (val)", 2.0, 3, 1.0)])
+    sink.writer.add_scalar("/loss (val)", 4.0, global_step=5)
+    sink.close(COMPLETED)
+    assert tb_scalars(tmp_path / "run", "loss__val_") == [(3, 2.0), (5, 4.0)]
 
 
 def test_non_finite_and_out_of_float32_range_values(tmp_path):
-    with EventWriter(tmp_path) as writer:
-        for step, value in enumerate([math.nan, math.inf, -math.inf, 1e39, -1e39]):
-            writer.add_scalar("odd", value, step)
-    values = [v for _, v in read_scalars(tmp_path)["odd"]]
-    assert math.isnan(values[0])
-    assert values[1:] == [math.inf, -math.inf, math.inf, -math.inf]
-    assert [e.value for e in accumulate(tmp_path).Scalars("odd")][1:] == values[1:]
+    sink = open_sink(tmp_path)
+    values = [math.nan, math.inf, -math.inf, 1e39, -1e39]
+    sink.write([Scalar("odd", v, s, 1.0) for s, v in enumerate(values)])
+    sink.close(COMPLETED)
+    read = [v for _, v in tb_scalars(tmp_path / "run", "odd")]
+    assert math.isnan(read[0])
+    assert read[1:] == [math.inf, -math.inf, math.inf, -math.inf]
 
 
-@pytest.mark.parametrize("count", [1, 23, 24, 500])
-def test_batched_checksums_equal_tensorboardx_ones(count):
-    rng = random.Random(count)
-    # Lengths on both sides of the longest payload that is checksummed in a numpy batch.
-    payloads = [rng.randbytes(rng.choice([0, 1, 40, 511, 512, 513, 1100])) for _ in range(count)]
-    assert tensorboard._masked_crc32c_many(payloads) == [masked_crc32c(p) for p in payloads]
+def test_write_reaches_the_file_at_once_and_flush_keeps_it(tmp_path):
+    """A live TensorBoard sees each batch as it is written, without waiting for a flush."""
+    sink = open_sink(tmp_path)
+    sink.write([Scalar("loss", 1.0, 0, 1.0), Scalar("loss", 0.5, 1, 1.0)])
+    assert tb_scalars(tmp_path / "run", "loss") == [(0, 1.0), (1, 0.5)]
+    sink.flush()
+    assert sink.state() == {"n_events": 3}  # the hparams session start and two scalars
+    sink.close(COMPLETED)
 
 
-def test_images_histograms_and_text_are_readable_by_tensorboard(tmp_path):
-    with EventWriter(tmp_path) as writer:
-        writer.add_image("img/chw", torch.rand(3, 8, 5), 4)
-        writer.add_image("img/hwc", np.zeros((6, 7, 3), dtype=np.uint8), 5, dataformats="HWC")
-        writer.add_image("img/hw", np.ones((4, 4)), 5, dataformats="HW")
-        writer.add_histogram("weights", torch.randn(1000), 6)
-        writer.add_histogram("auto", np.arange(10.0), 6, bins="auto")
-        writer.add_text("note", "hello *world*", 7)
-        writer.add_scalar("loss", 0.5, 7)
-
-    accumulator = accumulate(tmp_path)
-    tags = accumulator.Tags()
-    assert sorted(tags["images"]) == ["img/chw", "img/hw", "img/hwc"]
-    assert sorted(tags["histograms"]) == ["auto", "weights"]
-    assert tags["tensors"] == ["note/text_summary"]
-    chw = accumulator.Images("img/chw")[0]
-    assert (chw.step, chw.width, chw.height) == (4, 5, 8)
-    hwc = accumulator.Images("img/hwc")[0]
-    assert (hwc.step, hwc.width, hwc.height) == (5, 7, 6)
-    histogram = accumulator.Histograms("weights")[0]
-    assert (histogram.step, histogram.histogram_value.num) == (6, 1000)
-    assert accumulator.Histograms("auto")[0].histogram_value.max == 9.0
-    text = accumulator.Tensors("note/text_summary")[0]
-    assert (text.step, text.tensor_proto.string_val[0]) == (7, b"hello *world*")
-
-    events = read_events(tmp_path)
-    assert [(tag, step, value) for tag, step, value, _ in events] == [
-        ("img/chw", 4, None),
-        ("img/hwc", 5, None),
-        ("img/hw", 5, None),
-        ("weights", 6, None),
-        ("auto", 6, None),
-        ("note/text_summary", 7, None),
-        ("loss", 7, 0.5),
-    ]
-
-
-def test_add_image_rejects_dataformats_that_do_not_fit(tmp_path):
-    with EventWriter(tmp_path) as writer:
-        with pytest.raises(ValueError, match="dataformats='CHW'"):
-            writer.add_image("img", np.zeros((8, 8)), 0)
-        with pytest.raises(ValueError, match="dataformats='CCW'"):
-            writer.add_image("img", np.zeros((3, 8, 8)), 0, dataformats="CCW")
-        assert writer.n_events == 0
-
-
-def test_n_events_counts_every_kind_from_initial_count(tmp_path):
-    writer = EventWriter(tmp_path, initial_count=7)
-    assert writer.n_events == 7
-    writer.add_scalar("a", 1.0, 0)
-    writer.add_scalars_batch(["a", "b", "c"], [1.0, 2.0, 3.0], [1, 1, 1], [1.0, 1.0, 1.0])
-    writer.add_image("img", np.zeros((3, 2, 2)), 0)
-    writer.add_histogram("h", np.ones(5), 0)
-    writer.add_text("t", "x", 0)
-    assert writer.n_events == 14
-    writer.flush()
-    assert writer.n_events == 14
-    writer.add_scalar("a", 1.0, 2)
-    writer.close()
-    assert writer.n_events == 15
-    # The file_version event is in the file but is not counted.
-    assert len(list(EventFileLoader(str(writer.path)).Load())) == 9
-    assert len(read_events(tmp_path)) == 8
-
-
-def test_events_reach_disk_only_at_flush(tmp_path):
-    writer = EventWriter(tmp_path)
-    (path,) = event_files(tmp_path)
-    assert path == writer.path
-    # The file_version record is on disk from the start, and it is the file's first event.
-    first = next(iter(EventFileLoader(str(path)).Load()))
-    assert first.file_version == "brain.Event:2"
-    size_at_open = path.stat().st_size
-    writer.add_scalar("loss", 1.0, 0)
-    writer.add_image("img", np.zeros((3, 2, 2)), 0)
-    assert path.stat().st_size == size_at_open
-    assert read_events(tmp_path) == []
-    writer.flush()
-    assert read_scalars(tmp_path) == {"loss": [(0, 1.0)]}
-    assert [tag for tag, *_ in read_events(tmp_path)] == ["loss", "img"]
-    writer.close()
-
-
-def test_maybe_flush_waits_for_flush_secs(tmp_path, monkeypatch):
-    clock = [1000.0]
-    monkeypatch.setattr(tensorboard.time, "monotonic", lambda: clock[0])
-    writer = EventWriter(tmp_path, flush_secs=5.0)
-    writer.add_scalar("loss", 1.0, 0)
-    clock[0] = 1004.9
-    writer.maybe_flush()
-    assert read_scalars(tmp_path) == {}
-    clock[0] = 1005.0
-    writer.maybe_flush()
-    assert read_scalars(tmp_path) == {"loss": [(0, 1.0)]}
-    writer.add_scalar("loss", 2.0, 1)
-    clock[0] = 1009.9  # the clock restarts at each flush
-    writer.maybe_flush()
-    assert len(read_scalars(tmp_path)["loss"]) == 1
-    clock[0] = 1010.0
-    writer.maybe_flush()
-    assert read_scalars(tmp_path)["loss"] == [(0, 1.0), (1, 2.0)]
-    writer.close()
-
-
-def test_maybe_flush_with_zero_flush_secs_flushes_every_call(tmp_path):
-    with EventWriter(tmp_path, flush_secs=0) as writer:
-        for step in range(3):
-            writer.add_scalar("loss", float(step), step)
-            writer.maybe_flush()
-            assert len(read_scalars(tmp_path)["loss"]) == step + 1
-
-
-def test_close_is_idempotent_and_later_events_fail_loudly(tmp_path):
-    with EventWriter(tmp_path) as writer:
-        writer.add_scalar("loss", 1.0, 0)
-    writer.close()
-    writer.flush()
-    writer.maybe_flush()
+def test_a_sink_closed_twice_writes_one_session_end_and_refuses_later_events(tmp_path):
+    sink = open_sink(tmp_path)
+    with pytest.raises(ValueError, match="status must be one of"):
+        sink.close("DONE")
+    sink.close(COMPLETED)
+    sink.close(FAILED)
+    with pytest.raises(ValueError, match="after close"):
+        sink.write([Scalar("loss", 1.0, 0, 1.0)])
     with pytest.raises(ValueError, match="closed"):
-        writer.add_scalar("loss", 2.0, 1)
-    with pytest.raises(ValueError, match="closed"):
-        writer.add_text("t", "x", 1)
-    assert read_scalars(tmp_path) == {"loss": [(0, 1.0)]}
-    assert writer.n_events == 1
+        sink.writer.add_scalar("loss", 1.0, 0)
+    assert session_end_status(tmp_path / "run") == api_pb2.STATUS_SUCCESS
 
 
-def test_add_scalar_accepts_numpy_numbers_and_rejects_tensors(tmp_path):
-    with EventWriter(tmp_path) as writer:
-        writer.add_scalar("a", np.float32(0.5), np.int64(3))
-        writer.add_scalar("a", 2, 4)
-        writer.add_scalars_batch(["a"], [np.float64(1.5)], [np.int32(5)], [1.0])
-        with pytest.raises(TypeError, match=r"\.item\(\)"):
-            writer.add_scalar("a", torch.tensor(1.0), 6)
-        with pytest.raises(TypeError, match="step must be an int"):
-            writer.add_scalar("a", 1.0, "6")
-        with pytest.raises(TypeError, match="tag must be a str"):
-            writer.add_scalar(("a",), 1.0, 6)
-        with pytest.raises(TypeError, match=r"\.item\(\)"):
-            writer.add_scalars_batch(["a"], [torch.tensor(1.0)], [6], [1.0])
-        with pytest.raises(ValueError, match="one length; got 2, 1, 1 and 1"):
-            writer.add_scalars_batch(["a", "b"], [1.0], [6], [1.0])
-        assert writer.n_events == 3
-    assert read_scalars(tmp_path) == {"a": [(3, 0.5), (4, 2.0), (5, 1.5)]}
+def test_writer_exists_once_the_sink_is_open(tmp_path):
+    with pytest.raises(RuntimeError, match="open"):
+        TensorBoardSink(tmp_path).writer.add_scalar("loss", 1.0, 0)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"initial_count": -1}, ValueError, "initial_count must be an int >= 0"),
-        ({"initial_count": 1.5}, ValueError, "initial_count must be an int >= 0"),
-        ({"flush_secs": -1}, ValueError, "flush_secs must be a number of seconds >= 0"),
-    ],
-)
-def test_constructor_rejects_bad_arguments(tmp_path, kwargs, error, match):
-    with pytest.raises(error, match=match):
-        EventWriter(tmp_path, **kwargs)
-    assert event_files(tmp_path) == []
+# --- writer: the whole SummaryWriter API, synchronously into the run's file ---
 
 
-def test_constructor_needs_an_existing_logdir(tmp_path):
-    with pytest.raises(FileNotFoundError, match="Create it first"):
-        EventWriter(tmp_path / "missing")
-    assert not (tmp_path / "missing").exists()
+def use_every_method(writer) -> None:
+    """One call of each SummaryWriter method a model may use while training."""
+    writer.add_scalar("w/scalar", 0.5, global_step=3)
+    writer.add_scalar("w/tensor", torch.tensor(0.25), 4, walltime=1.7e9)
+    writer.add_scalars("w/pair", {"train": 1.0, "val": 2.0}, 5)
+    writer.add_image("w/image", torch.rand(3, 8, 5), 6)
+    writer.add_image("w/hwc", np.zeros((6, 7, 3), dtype=np.uint8), 6, dataformats="HWC")
+    writer.add_images("w/images", torch.rand(4, 3, 8, 8), global_step=7)
+    writer.add_histogram("w/histogram", torch.randn(1000), 8)
+    writer.add_text("w/text", "hello *world*", 9)
+    writer.add_pr_curve("w/pr", torch.randint(0, 2, (50,)), torch.rand(50), 10)
+    writer.add_custom_scalars({"loss": {"both": ["Multiline", ["w/pair/train", "w/pair/val"]]}})
+    writer.add_embedding(torch.randn(10, 4), metadata=list(range(10)), global_step=12)
+    with warnings.catch_warnings():  # tensorboardX traces with torch.jit, which torch deprecates
+        warnings.simplefilter("ignore", FutureWarning)
+        writer.add_graph(torch.nn.Linear(3, 2), torch.zeros(1, 3))
+    with pytest.warns(UserWarning, match=r"Put \['lr'\] in the config"):
+        writer.add_hparams({"lr": 0.1}, {"hp/metric": 0.75}, global_step=13)
+
+
+def test_writer_offers_the_summary_writer_api_into_the_run_file(tmp_path):
+    threads = threading.active_count()
+    sink = open_sink(tmp_path)
+    use_every_method(sink.writer)
+    assert threading.active_count() == threads  # no writer thread
+    sink.writer.close()  # a model's close() only flushes: the run goes on
+    sink.write([Scalar("train/loss", 1.0, 15, 1.0)])
+    n_events = sink.state()["n_events"]
+    sink.close(COMPLETED)
+
+    run = tmp_path / "run"
+    assert event_files(run) == list(run.glob("*tfevents*"))  # no sub-folder, one run
+    assert [p.name for p in run.iterdir() if p.is_dir()] == ["00012"]  # the projector's files
+    tags = accumulate(run).Tags()
+    assert sorted(tags["scalars"]) == [
+        "hp/metric", "train/loss", "w/pair/train", "w/pair/val", "w/scalar", "w/tensor"
+    ]  # fmt: skip
+    assert sorted(tags["images"]) == ["w/hwc", "w/image", "w/images"]
+    assert tags["histograms"] == ["w/histogram"]
+    assert tags["graph"] is True
+    assert {"w/text/text_summary", "w/pr", "custom_scalars__config__"} <= set(tags["tensors"])
+    accumulator = accumulate(run)
+    assert tb_scalars(run, "w/scalar") == [(3, 0.5)]
+    assert [(e.step, e.wall_time) for e in accumulator.Scalars("w/tensor")] == [(4, 1.7e9)]
+    assert tb_scalars(run, "w/pair/val") == [(5, 2.0)]
+    assert tb_scalars(run, "hp/metric") == [(13, 0.75)]
+    image = accumulator.Images("w/image")[0]
+    assert (image.step, image.width, image.height) == (6, 5, 8)
+    assert accumulator.Histograms("w/histogram")[0].histogram_value.num == 1000
+    text = accumulator.Tensors("w/text/text_summary")[0]
+    assert (text.step, text.tensor_proto.string_val[0]) == (9, b"hello *world*")
+    # Every record but the file_version is counted, so a resume can cut at any of them.
+    assert len(raw_events(run)) == n_events + 2  # + file_version, + session end
+
+
+def test_writer_adds_a_matplotlib_figure(tmp_path):
+    pyplot = pytest.importorskip("matplotlib.pyplot")
+    figure = pyplot.figure(figsize=(2, 1), dpi=50)
+    figure.gca().plot([1, 2, 3])
+    sink = open_sink(tmp_path)
+    sink.writer.add_figure("figure", figure, global_step=3)
+    sink.close(COMPLETED)
+    image = accumulate(tmp_path / "run").Images("figure")[0]
+    assert (image.step, image.width, image.height) == (3, 100, 50)
+
+
+def test_null_writer_is_the_same_class_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    writer = null_writer()
+    assert type(writer) is type(open_sink(tmp_path / "tb").writer) is RunWriter
+    use_every_method(writer)
+    writer.flush()
+    writer.close()
+    assert sorted(os.listdir(tmp_path)) == ["tb"]  # nothing beside the sink's own folder
+
+
+MISTAKES = {
+    "scalar is a string": lambda w: w.add_scalar("x", "high", 0),
+    "scalar is a vector": lambda w: w.add_scalar("x", torch.ones(3), 0),
+    "scalars not a dict": lambda w: w.add_scalars("x", [1.0, 2.0], 0),
+    "hparams not a dict": lambda w: w.add_hparams([("lr", 0.1)], {"m": 1.0}),
+    "image of 5 axes": lambda w: w.add_image("x", torch.rand(1, 1, 3, 4, 4), 0),
+    "images not a batch": lambda w: w.add_images("x", torch.rand(3, 4), 0),
+    "histogram of strings": lambda w: w.add_histogram("x", ["a", "b"], 0),
+    "figure not a figure": lambda w: w.add_figure("x", torch.rand(3, 4, 4), 0),
+    "pr curve of strings": lambda w: w.add_pr_curve("x", ["a"], ["b"], 0),
+    "embedding of 3 axes": lambda w: w.add_embedding(torch.rand(2, 3, 4)),
+    "unknown keyword": lambda w: w.add_scalar("x", 1.0, step=0),
+}
+
+
+@pytest.mark.parametrize("mistake", list(MISTAKES), ids=list(MISTAKES))
+def test_a_mistake_fails_alike_with_tensorboard_on_and_off(tmp_path, monkeypatch, mistake):
+    monkeypatch.chdir(tmp_path)
+    failures = []
+    for writer in (open_sink(tmp_path / "tb").writer, null_writer()):
+        with pytest.raises(Exception) as failure:
+            MISTAKES[mistake](writer)
+        failures.append(failure.type)
+    assert failures[0] is failures[1]
+
+
+# --- resume: events after the checkpoint are dropped, each (tag, step) stays once ---
+
+
+def value(tag: str, step: int, attempt: int) -> float:
+    return step * 10.0 + attempt + (0.5 if tag == "b" else 0.0)
+
+
+def attempt(tb_dir, number, steps, state, checkpoint_after=None, closes=True):
+    """One process of a run: logs a and b (as the loop does) and a text (as a model does) per
+    step; returns the sink's state at the checkpoint taken after ``checkpoint_after``."""
+    sink = open_sink(tb_dir, config={"lr": 0.1}, state=state)
+    checkpoint = None
+    for step in steps:
+        sink.write([Scalar(tag, value(tag, step, number), step, 1.7e9 + step) for tag in "ab"])
+        sink.writer.add_text("note", f"attempt {number}", step)
+        if step == checkpoint_after:
+            sink.flush()
+            checkpoint = sink.state()
+    if closes:
+        sink.close(COMPLETED)
+    return checkpoint
+
+
+def chop_last_record(run_dir, n_bytes: int) -> None:
+    """A process killed mid-write leaves the end of its last record unwritten."""
+    newest = event_files(run_dir)[-1]
+    os.truncate(newest, newest.stat().st_size - n_bytes)
+
+
+@pytest.mark.parametrize("resume_from", ["first checkpoint", "second checkpoint", "none"])
+@pytest.mark.parametrize("torn", [0, 1, 12, 30])
+def test_a_resumed_run_reads_like_an_uninterrupted_one(tmp_path, resume_from, torn):
+    tb = tmp_path / "tb"
+    # Attempt 1 checkpoints after step 2 and dies after step 5; attempt 2 resumes there,
+    # checkpoints after step 5 and dies after step 7 (mid-write when torn); attempt 3 resumes
+    # from one of the checkpoints (or from nothing: the first attempt's never reached disk).
+    first = attempt(tb, 1, range(0, 6), None, checkpoint_after=2, closes=False)
+    second = attempt(tb, 2, range(3, 8), first, checkpoint_after=5, closes=False)
+    if torn:
+        chop_last_record(tb / "run", torn)
+    state, owners = {
+        "first checkpoint": (first, {**dict.fromkeys(range(3), 1)}),
+        "second checkpoint": (second, {**dict.fromkeys(range(3), 1), 3: 2, 4: 2, 5: 2}),
+        "none": (None, {}),
+    }[resume_from]
+    start = max(owners, default=-1) + 1
+    attempt(tb, 3, range(start, 10), state)
+
+    run = tb / "run"
+    assert Counter(tag_steps(run)) == Counter(
+        [(SESSION_START, 0)]
+        + [(tag, step) for step in range(10) for tag in ("a", "b", "note/text_summary")]
+        + [(SESSION_END, 0)]
+    )  # each once
+    for tag in "ab":
+        expected = [(s, f32(value(tag, s, owners.get(s, 3)))) for s in range(10)]
+        assert tb_scalars(run, tag) == expected
+    notes = [t.tensor_proto.string_val[0] for t in accumulate(run).Tensors("note/text_summary")]
+    assert notes == [f"attempt {owners.get(s, 3)}".encode() for s in range(10)]
+    assert session_end_status(run) == api_pb2.STATUS_SUCCESS
+
+    # The same steps and values written in one go read back the same.
+    straight = tmp_path / "straight"
+    sink = open_sink(straight, config={"lr": 0.1})
+    for step in range(10):
+        sink.write([Scalar(t, value(t, step, owners.get(step, 3)), step, 1.0) for t in "ab"])
+    sink.close(COMPLETED)
+    for tag in "ab":
+        assert tb_scalars(run, tag) == tb_scalars(straight / "run", tag)
+
+
+def test_resume_keeps_files_before_the_checkpoint_untouched(tmp_path):
+    first = attempt(tmp_path, 1, range(3), None, checkpoint_after=2)  # closed after it
+    (file_one,) = event_files(tmp_path / "run")
+    before = file_one.read_bytes()
+    attempt(tmp_path, 2, range(3, 5), first)
+    assert event_files(tmp_path / "run")[0] == file_one
+    assert len(file_one.read_bytes()) < len(before)  # its session end was after the checkpoint
+    assert before.startswith(file_one.read_bytes())
+
+
+def test_a_corrupt_record_ends_the_file_as_for_tensorboard(tmp_path):
+    sink = open_sink(tmp_path)
+    sink.write([Scalar("loss", float(s), s, 1.0) for s in range(5)])
+    sink.flush()
+    checkpoint = sink.state()
+    (path,) = event_files(tmp_path / "run")
+    data = bytearray(path.read_bytes())
+    data[-40] ^= 0xFF  # in the last scalar's record: its checksum no longer matches
+    path.write_bytes(bytes(data))
+    assert tb_scalars(tmp_path / "run", "loss") == [(s, float(s)) for s in range(4)]
+    with pytest.warns(UserWarning, match="holds 5 events, not the checkpoint's 6"):
+        resumed = open_sink(tmp_path, state=checkpoint)
+    assert resumed.state() == {"n_events": 5}
+    resumed.write([Scalar("loss", 4.5, 4, 1.0)])
+    resumed.close(COMPLETED)
+    assert tb_scalars(tmp_path / "run", "loss") == [(s, float(s)) for s in range(4)] + [(4, 4.5)]
 
 
 @pytest.mark.parametrize("clock", ["real", "standing still, then stepping back"])
-def test_file_names_sort_in_creation_order_even_within_one_microsecond(
-    tmp_path, monkeypatch, clock
-):
+def test_event_file_names_are_unique_and_sort_in_creation_order(tmp_path, monkeypatch, clock):
     if clock != "real":
         stamps = iter([1_700_000_000_000_000] * 3 + [1_600_000_000_000_000])
         monkeypatch.setattr(tensorboard.time, "time_ns", lambda: next(stamps) * 1000)
-    (tmp_path / "notes.txt").write_text("not an event file")
-    created = [EventWriter(tmp_path).path.name for _ in range(4)]
-
-    assert [p.name for p in event_files(tmp_path)] == created
+    state = None
+    created = []
+    for _ in range(4):
+        sink = open_sink(tmp_path, state=state)
+        sink.write([Scalar("loss", 1.0, len(created), 1.0)])  # a file holding no kept event goes
+        sink.flush()
+        state = sink.state()
+        created.append(event_files(tmp_path / "run")[-1].name)
+        sink.close(INTERRUPTED)
+    assert [p.name for p in event_files(tmp_path / "run")] == created
     assert len(set(created)) == 4
-    suffix = re.escape(f".{socket.gethostname()}.{os.getpid()}") + "$"
+    host_pid = re.escape(f".{socket.gethostname()}.{os.getpid()}") + "$"
     for name in created:
-        assert re.match(r"events\.out\.tfevents\.\d{16}" + suffix, name), name
+        assert re.match(r"events\.out\.tfevents\.\d{16}" + host_pid, name), name
 
 
-def write_two_processes(logdir) -> tuple[list[tuple[str, int]], list]:
-    """Two writers in sequence: 20 events (steps 0-9), then 10 more (steps 10-14).
-
-    Returns the (tag, step) of each counted event in write order and the two files' bytes.
-    """
-    order = [(tag, step) for step in range(15) for tag in ("a", "b")]
-    with EventWriter(logdir) as first:
-        for tag, step in order[:20]:
-            first.add_scalar(tag, float(step), step)
-    with EventWriter(logdir, initial_count=first.n_events) as second:
-        for tag, step in order[20:]:
-            second.add_scalar(tag, float(step), step)
-    assert second.n_events == 30
-    return order, [p.read_bytes() for p in event_files(logdir)]
+# --- the HParams tab ---
 
 
-@pytest.mark.parametrize("keep", [0, 7, 19, 20, 21, 24, 30])
-def test_truncate_run_then_resume_logs_each_step_exactly_once(tmp_path, keep):
-    order, original = write_two_processes(tmp_path)
-
-    assert truncate_run(tmp_path, keep) == 30 - keep
-    files = event_files(tmp_path)
-    assert len(files) == (0 if keep == 0 else 1 if keep <= 20 else 2)
-    assert sorted(os.listdir(tmp_path)) == [p.name for p in files]  # no scratch file left
-    if keep >= 20:
-        assert files[0].read_bytes() == original[0]  # wholly kept: untouched
-    if keep == 30:
-        assert files[1].read_bytes() == original[1]
-    assert [(tag, step) for tag, step, _, _ in read_events(tmp_path)] == order[:keep]
-
-    # The resumed process re-logs every event after the checkpoint, with new values.
-    with EventWriter(tmp_path, initial_count=keep) as resumed:
-        for tag, step in order[keep:]:
-            resumed.add_scalar(tag, step + 0.5, step)
-    assert resumed.n_events == 30
-
-    for tag in ("a", "b"):
-        expected = [
-            (step, float(step) if order.index((tag, step)) < keep else step + 0.5)
-            for step in range(15)
-        ]
-        assert tb_scalars(tmp_path, tag) == expected
-        assert read_scalars(tmp_path)[tag] == expected
+def hparams_plugin(logdir):
+    """The hparams plugin's backend over a logdir, as TensorBoard serves it."""
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    tb_context = base_plugin.TBContext(
+        logdir=str(logdir), multiplexer=multiplexer, data_provider=provider
+    )
+    return backend_context.Context(tb_context), context.RequestContext()
 
 
-def test_truncate_run_rejects_a_negative_keep(tmp_path):
-    write_two_processes(tmp_path)
-    with pytest.raises(ValueError, match="keep must be an int >= 0"):
-        truncate_run(tmp_path, -1)
-    assert len(read_events(tmp_path)) == 30
+RUNS = {  # name: (config, status, best validation loss, test accuracy)
+    "mlp": ({"lr": 0.1, "net": {"hidden": 32, "act": "relu"}}, COMPLETED, 0.25, 0.9),
+    "cnn": ({"lr": 0.2, "seed": None, "net": {"channels": [8, 16]}}, FAILED, 0.5, 0.8),
+    "rnn": ({"optim": {"betas": [0.9, 0.99], "nesterov": True}}, INTERRUPTED, 0.75, 0.7),
+}
 
 
-def write_ten_and_measure_last_record(logdir) -> tuple[EventWriter, int]:
-    writer = EventWriter(logdir)
-    for step in range(9):
-        writer.add_scalar("loss", float(step), step)
-    writer.flush()
-    size_nine = writer.path.stat().st_size
-    writer.add_scalar("loss", 9.0, 9)
-    writer.close()
-    return writer, writer.path.stat().st_size - size_nine
+def test_the_hparams_tab_shows_every_runs_keys_metrics_and_status(tmp_path):
+    for name, (config, status, best, accuracy) in RUNS.items():
+        sink = open_sink(tmp_path, name, config)
+        sink.write([Scalar("train/loss", 1.0, s, 1.0) for s in range(3)])
+        sink.write([Scalar("validation/best_loss", best, 2, 1.0)])
+        sink.write([Scalar("test/accuracy", accuracy, 2, 1.0)])
+        sink.close(status)
+
+    backend, request_context = hparams_plugin(tmp_path)
+    experiment = get_experiment.Handler(
+        request_context, backend, "", api_pb2.GetExperimentRequest()
+    ).run()
+    assert {info.name: info.type for info in experiment.hparam_infos} == {
+        "lr": api_pb2.DATA_TYPE_FLOAT64,
+        "net.hidden": api_pb2.DATA_TYPE_FLOAT64,
+        "net.act": api_pb2.DATA_TYPE_STRING,
+        "net.channels": api_pb2.DATA_TYPE_STRING,
+        "seed": api_pb2.DATA_TYPE_STRING,
+        "optim.betas": api_pb2.DATA_TYPE_STRING,
+        "optim.nesterov": api_pb2.DATA_TYPE_BOOL,
+    }  # the union of the three runs' keys
+    assert sorted(info.name.tag for info in experiment.metric_infos) == [
+        "test/accuracy", "train/loss", "validation/best_loss"
+    ]  # fmt: skip
+
+    request = api_pb2.ListSessionGroupsRequest(
+        allowed_statuses=[
+            api_pb2.STATUS_UNKNOWN,
+            api_pb2.STATUS_SUCCESS,
+            api_pb2.STATUS_FAILURE,
+            api_pb2.STATUS_RUNNING,
+        ],
+        slice_size=100,
+    )
+    groups = list_session_groups.Handler(request_context, backend, "", request).run()
+    rows = {group.name: group for group in groups.session_groups}
+    assert sorted(rows) == sorted(RUNS)
+    statuses = {
+        COMPLETED: api_pb2.STATUS_SUCCESS,
+        FAILED: api_pb2.STATUS_FAILURE,
+        INTERRUPTED: api_pb2.STATUS_UNKNOWN,
+    }
+    for name, (config, status, best, accuracy) in RUNS.items():
+        row = rows[name]
+        hparams = {k: getattr(v, v.WhichOneof("kind")) for k, v in row.hparams.items()}
+        assert hparams == {
+            k: float(v) if type(v) is int else v for k, v in flatten_config(config).items()
+        }
+        metrics = {m.name.tag: m.value for m in row.metric_values}
+        assert metrics == {
+            "train/loss": 1.0,
+            "validation/best_loss": best,
+            "test/accuracy": f32(accuracy),
+        }
+        (session,) = row.sessions
+        assert session.status == statuses[status]
+        assert session.end_time_secs > 0
 
 
-@pytest.mark.parametrize("chop", [1, 4, 12, 20, "all but one byte"])
-def test_a_record_cut_short_is_ignored_then_dropped_by_truncate_run(tmp_path, chop):
-    writer, record_size = write_ten_and_measure_last_record(tmp_path)
-    chop = record_size - 1 if chop == "all but one byte" else chop
-    size = writer.path.stat().st_size
-    os.truncate(writer.path, size - chop)
-
-    nine = [(step, float(step)) for step in range(9)]
-    assert read_scalars(tmp_path) == {"loss": nine}
-    assert tb_scalars(tmp_path, "loss") == nine
-
-    assert truncate_run(tmp_path, 9) == 0
-    assert writer.path.stat().st_size == size - record_size
-    with EventWriter(tmp_path, initial_count=9) as resumed:
-        resumed.add_scalar("loss", 9.5, 9)
-    expected = nine + [(9, 9.5)]
-    assert read_scalars(tmp_path) == {"loss": expected}
-    assert tb_scalars(tmp_path, "loss") == expected
+def test_a_resumed_run_keeps_its_session_start_and_ends_once(tmp_path):
+    sink = open_sink(tmp_path, config={"lr": 0.1})
+    sink.flush()
+    checkpoint = sink.state()
+    sink.close(INTERRUPTED)
+    resumed = open_sink(tmp_path, config={"lr": 0.1}, state=checkpoint)
+    resumed.close(COMPLETED)
+    assert [t for t, _ in tag_steps(tmp_path / "run")] == [SESSION_START, SESSION_END]
+    assert session_end_status(tmp_path / "run") == api_pb2.STATUS_SUCCESS
 
 
-def test_truncate_run_warns_when_events_before_the_checkpoint_are_missing(tmp_path):
-    writer, _ = write_ten_and_measure_last_record(tmp_path)
-    os.truncate(writer.path, writer.path.stat().st_size - 3)
-    with pytest.warns(UserWarning, match="holds only 9 events, so 1 that were flushed"):
-        assert truncate_run(tmp_path, 10) == 0
-    assert len(read_scalars(tmp_path)["loss"]) == 9
+@pytest.mark.parametrize(
+    ("config", "flat"),
+    [
+        ({}, {}),
+        (
+            {"lr": 0.1, "n": 3, "on": True, "name": "x"},
+            {"lr": 0.1, "n": 3, "on": True, "name": "x"},
+        ),
+        (
+            {"optim": {"lr": 0.1, "sched": {"gamma": 0.5}}},
+            {"optim.lr": 0.1, "optim.sched.gamma": 0.5},
+        ),
+        (
+            {"layers": [64, 32], "seed": None, "extra": {}},
+            {"layers": "[64, 32]", "seed": "None", "extra": "{}"},
+        ),
+    ],
+)
+def test_flatten_config(config, flat):
+    assert flatten_config(config) == flat
 
 
-def test_a_corrupt_record_ends_the_file_for_readers_and_truncate_run(tmp_path):
-    writer, record_size = write_ten_and_measure_last_record(tmp_path)
-    data = bytearray(writer.path.read_bytes())
-    sixth_scalar = len(data) - 5 * record_size
-    data[sixth_scalar + 20] ^= 0xFF  # a payload byte: its checksum no longer matches
-    writer.path.write_bytes(bytes(data))
-
-    five = [(step, float(step)) for step in range(5)]
-    assert read_scalars(tmp_path) == {"loss": five}
-    assert tb_scalars(tmp_path, "loss") == five
-    assert truncate_run(tmp_path, 5) == 0
-    assert writer.path.stat().st_size == sixth_scalar
+def test_import_mlproject_does_not_import_tensorboardx():
+    code = "import sys, mlproject; print('tensorboardX' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"

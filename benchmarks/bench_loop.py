@@ -36,7 +36,6 @@ from tensorboardX import SummaryWriter
 from torch import nn
 
 from mlproject import DatasetFactory, MLProject, ProxyModel
-from mlproject.tensorboard import read_scalars
 
 BATCH_SIZE = 128
 FEATURES = 784
@@ -145,10 +144,19 @@ def run_mlproject(kind: str, batches: list, steps: int, root: Path) -> Result:
     returned = time.perf_counter()
     model = project.model
     loop = project.stopped - model.started
-    losses = read_scalars(root / "tb" / project.run_dir.name)["train/loss"]
+    losses = _train_losses(root / "tb" / project.run_dir.name)
     if len(losses) != steps:
         raise RuntimeError(f"mlproject logged {len(losses)} train/loss values, not {steps}")
     return Result(loop, losses[-1][1], _weights(model.net), extra=(returned - called) - loop)
+
+
+def _train_losses(logdir: Path) -> list[tuple[int, float]]:
+    """(step, value) of train/loss, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars("train/loss")]
 
 
 # --- (d): Lightning -----------------------------------------------------------------------------

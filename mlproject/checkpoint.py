@@ -1,13 +1,15 @@
-"""Checkpoint files: atomic writing with a checksum record, verification, safe loading, RNG state.
+"""Checkpoint files: what they hold, atomic writing with a record, verification, RNG state.
 
-A checkpoint ``checkpoint-000000120.pt`` is complete only when its record
-``checkpoint-000000120.pt.sha256`` exists and matches: the data is written to a temporary file,
-flushed to disk and renamed into place, and the record is written the same way last. Loading
+A checkpoint ``checkpoint-000000120.pt`` is written to a temporary file, flushed to disk and
+renamed into place; its record ``checkpoint-000000120.pt.sha256`` is written the same way
+last. A checkpoint without its record is *incomplete* (what a kill during a save leaves: it is
+skipped and removed), one whose record does not match is *corrupt* (warned about). Loading
 always uses ``torch.load(weights_only=True)``, so a checkpoint cannot run code.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -15,6 +17,8 @@ import os
 import pickle
 import random
 import re
+import shutil
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +27,7 @@ from typing import Any, BinaryIO, TypedDict
 import numpy as np
 import torch
 
-from mlproject.errors import CheckpointError
+from mlproject.errors import CheckpointError, DiskFullError
 
 # Every name a run folder holds, in one place.
 CHECKPOINT_NAME = "checkpoint-{step:09d}.pt"  # periodic checkpoints, by global step
@@ -32,7 +36,8 @@ BEST_NAME = "best.pt"  # the best model on the validation set; never pruned
 RECORD_SUFFIX = ".sha256"  # completeness record, written after its checkpoint
 RUN_INFO_NAME = "run.json"  # what run this folder holds (prefix, model name, first config)
 LOCK_NAME = "lock"  # held by the one process writing to the folder
-TMP_SUFFIX = ".tmp"
+TMP_SUFFIX = ".tmp"  # a file being written; left only by a process killed while writing
+ABANDONED_DIR = "abandoned"  # checkpoints of a timeline that a resume from an older one left
 
 FORMAT_VERSION = 2  # 2: sink states under "sinks" (1 had TensorBoard's count as "n_events")
 log = logging.getLogger(__name__)
@@ -85,14 +90,42 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Run ``write`` on a temporary file, fsync it, then rename it to ``path``."""
+    """Run ``write`` on a temporary file, fsync it, then rename it to ``path``.
+
+    On failure the temporary file is removed; a full disk raises DiskFullError.
+    """
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        written = tmp.stat().st_size if tmp.exists() else 0
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError | RuntimeError) and _disk_full(err, path.parent):
+            raise DiskFullError(_disk_full_message(path, written)) from err
+        raise
     _fsync_dir(path.parent)
+
+
+def _disk_full(err: BaseException, folder: Path) -> bool:
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    # torch.save's zip writer reports a failed write as "enforce fail ... unexpected pos"
+    return isinstance(err, RuntimeError) and shutil.disk_usage(folder).free < 1 << 20
+
+
+def _disk_full_message(path: Path, written: int) -> str:
+    sizes = [p.stat().st_size for _, p in periodic(path.parent)] or [written]
+    need, free = max(max(sizes), written), shutil.disk_usage(path.parent).free
+    return (
+        f"no space left to write {path.name} in {path.parent}: it needs about "
+        f"{need / 1e6:.1f} MB and {free / 1e6:.1f} MB are free. Free at least "
+        f"{max(need - free, 0) / 1e6:.1f} MB (or use keep_checkpoints=2), then run the same "
+        "command with resume=auto: every earlier checkpoint is intact"
+    )
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -173,38 +206,98 @@ def periodic(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest_valid(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint in ``run_dir``; warns about each broken one it skips.
+def is_complete(path: Path) -> bool:
+    """True when the checkpoint's save finished (its record exists); it may still be corrupt."""
+    return record_path(path).is_file() and path.is_file()
 
-    Returns None when the folder holds no checkpoint; raises CheckpointError when it holds
-    checkpoints but none is valid.
+
+def latest_valid(run_dir: Path) -> Path | None:
+    """The newest complete, intact periodic checkpoint in ``run_dir``, or None.
+
+    Incomplete ones (no record: a kill during the save) are skipped silently; corrupt ones
+    (a record that does not match) are skipped with a warning naming them. Raises
+    CheckpointError only when every complete checkpoint is corrupt.
     """
-    candidates = periodic(run_dir)
-    for _, path in reversed(candidates):
+    complete = [path for _, path in periodic(run_dir) if is_complete(path)]
+    for path in reversed(complete):
         why = problem(path)
         if why is None:
             return path
-        warnings.warn(f"skipping checkpoint {path}: {why}", stacklevel=2)
-    if candidates:
+        warnings.warn(f"skipping corrupt checkpoint {path}: {why}", stacklevel=2)
+    if complete:
         raise CheckpointError(
-            f"no valid checkpoint in {run_dir}: all {len(candidates)} are broken (see the "
-            "warnings). Start a new run (resume=None) or give resume= a valid checkpoint"
+            f"no usable checkpoint in {run_dir}: all {len(complete)} complete checkpoints are "
+            "corrupt (see the warnings). Start a new run (resume=None), or give resume= a "
+            "checkpoint you restored from a backup"
         )
     return None
 
 
+def clean(run_dir: Path) -> list[Path]:
+    """Remove what interrupted saves left: temporary files, checkpoints without their record
+    and records without their checkpoint. Call only while holding the folder's lock."""
+    removed = []
+    for entry in run_dir.iterdir():
+        name = entry.name
+        stale = name.endswith(TMP_SUFFIX) or (
+            (CHECKPOINT_RE.match(name) or name == BEST_NAME) and not record_path(entry).exists()
+        )
+        if name.endswith(RECORD_SUFFIX):
+            stale = not entry.with_name(name[: -len(RECORD_SUFFIX)]).exists()
+        if stale and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def move_aside(run_dir: Path, paths: list[Path]) -> Path:
+    """Move checkpoints (with their records) into ``run_dir/abandoned/<time>/``; return it."""
+    target = run_dir / ABANDONED_DIR / time.strftime("%Y%m%d-%H%M%S")
+    target.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        for part in (record_path(path), path):  # the record first: never a half-valid pair
+            if part.exists():
+                os.replace(part, target / part.name)
+    _fsync_dir(run_dir)
+    return target
+
+
+def recorded_step(path: Path) -> int | None:
+    """The global step a checkpoint's record names (best.pt: the step of the best model)."""
+    try:
+        return json.loads(record_path(path).read_text()).get("step")
+    except (OSError, ValueError):
+        return None
+
+
 def prune(run_dir: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` complete periodic checkpoints (never best.pt)."""
-    complete = [p for _, p in periodic(run_dir) if record_path(p).exists()]
+    """Delete all but the newest ``keep`` complete periodic checkpoints (never best.pt).
+
+    A file that cannot be deleted is a warning naming it; the next prune tries it again.
+    """
+    complete = [p for _, p in periodic(run_dir) if is_complete(p)]
     for path in complete[: max(0, len(complete) - keep)]:
-        record_path(path).unlink(missing_ok=True)  # the record first: no half-valid state
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)  # the file first: a lone record is cleaned up later
+            record_path(path).unlink(missing_ok=True)
+        except OSError as err:
+            warnings.warn(
+                f"could not delete old checkpoint {path} ({err.strerror or err}); training "
+                "goes on, and the next save tries again",
+                stacklevel=2,
+            )
 
 
-def structure_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def structure_differences(
+    saved: dict[str, Any],
+    current: dict[str, Any],
+    kinds: tuple[str, ...] = ("parameters", "optimizers", "schedulers"),
+) -> list[str]:
     """What differs between two ``Model.structure()`` results, one line per difference."""
     diffs = []
     saved_params, params = saved.get("parameters", {}), current.get("parameters", {})
+    if "parameters" not in kinds:
+        saved_params = params = {}
     for key in sorted(set(saved_params) | set(params)):
         if key not in params:
             diffs.append(f"parameter {key!r} is in the checkpoint but not in the model")
@@ -213,7 +306,7 @@ def structure_differences(saved: dict[str, Any], current: dict[str, Any]) -> lis
         elif saved_params[key] != params[key]:
             diffs.append(f"parameter {key!r}: checkpoint {saved_params[key]}, model {params[key]}")
     for kind in ("optimizers", "schedulers"):
-        if saved.get(kind, {}) != current.get(kind, {}):
+        if kind in kinds and saved.get(kind, {}) != current.get(kind, {}):
             diffs.append(f"{kind}: checkpoint {saved.get(kind)}, model {current.get(kind)}")
     return diffs
 

@@ -20,22 +20,44 @@ from mlproject.errors import ConfigError
 # Every framework default, one key per line. The README's config table is checked against this.
 DEFAULTS: dict[str, Any] = {
     "n_epochs": 10,  # passes over the training set; ignored when n_global_iterations is set
-    "n_global_iterations": None,  # total optimizer steps (wins over n_epochs); None = use n_epochs
+    "n_global_iterations": None,  # total optimizer steps (wins over n_epochs); None or 0 = unset
     "model_dir": None,  # required: folder that holds one sub-folder (checkpoints) per run
-    "device": "cpu",  # 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto' (cuda when available)
+    "device": None,  # None = where get_model put the model; or 'cpu', 'cuda[:N]', 'mps', 'auto'
     "tensorboard_dir": None,  # folder for TensorBoard runs; None = write no event files
     "log_iteration_scalars": 1,  # log train scalars every N global steps; None = never
     "log_iteration_all": "epoch",  # 'everything' log level every N steps or each 'epoch'; None
     "save_iterations": "epoch",  # save a checkpoint every N global steps, or each 'epoch'
     "prefix": "",  # first part of the run-folder name (TensorBoard and checkpoints)
-    "resume": None,  # None = new run; 'auto' = latest valid checkpoint of this run; or a path
-    "keep_checkpoints": None,  # keep only the last N periodic checkpoints; None = keep all
+    "resume": None,  # None = new run; 'auto' = continue this experiment's run; or a path
+    "init_from": None,  # checkpoint file or run folder whose weights start a new run (a fork)
+    "init_from_optimizer": True,  # a fork also takes the checkpoint's optimizer state (moments)
+    "keep_checkpoints": 2,  # keep the newest N (>= 2) periodic checkpoints; None = keep all
     "nonfinite": "error",  # NaN/inf loss: 'error' stops the run; 'skip' skips and counts steps
     "deterministic": False,  # torch.use_deterministic_algorithms(True) for the run
     "progress": True,  # show a tqdm progress bar per epoch (on stderr)
     "seed": None,  # RNG seed; sacred fills it in; None outside sacred = draw one and record it
     "data_dir": None,  # where datasets live; None = $DATA_DIR, else ~/.cache/mlproject/data
 }
+
+# Keys that do not change what is trained: resume=auto continues a run whose config differs
+# from this one only in these (its length, where it runs and writes, how much it logs).
+NOT_IDENTITY = frozenset(
+    {
+        "n_epochs",
+        "n_global_iterations",
+        "model_dir",
+        "device",
+        "tensorboard_dir",
+        "data_dir",
+        "log_iteration_scalars",
+        "log_iteration_all",
+        "save_iterations",
+        "keep_checkpoints",
+        "progress",
+        "resume",
+        "seed",  # sacred draws a new one each start; a continued run keeps its own
+    }
+)
 
 # A user key this close to a framework key (difflib ratio) is taken for a typo.
 _TYPO_CUTOFF = 0.85
@@ -60,9 +82,11 @@ def _check(key: str, value: Any) -> str | None:
     elif key == "model_dir":
         if not isinstance(value, str | os.PathLike) or not str(value):
             return "is required: the folder that holds the runs' checkpoints. Use model_dir=runs"
+        return folder_problem(value)
     elif key == "tensorboard_dir":
         if value is not None and (not isinstance(value, str | os.PathLike) or not str(value)):
             return "must be a folder path or None (no TensorBoard). Use tensorboard_dir=tb"
+        return folder_problem(value) if value is not None else None
     elif key == "log_iteration_scalars":
         if value is not None and not _positive_int(value):
             return "must be a positive int (steps) or None. Use log_iteration_scalars=10"
@@ -79,13 +103,21 @@ def _check(key: str, value: Any) -> str | None:
             return "must be None, 'auto', or the path of a checkpoint file or run folder"
         if value not in (None, "auto") and not os.path.exists(value):
             return "names no existing checkpoint file or run folder. Use resume=auto or a path"
+    elif key == "init_from":
+        if value is not None and not isinstance(value, str | os.PathLike):
+            return "must be None or the path of a checkpoint file or run folder"
+        if value is not None and not os.path.exists(value):
+            return "names no existing checkpoint file or run folder. Use init_from=runs/<run>"
     elif key == "keep_checkpoints":
-        if value is not None and not _positive_int(value):
-            return "must be a positive int or None (keep all). Use keep_checkpoints=3"
+        if value is not None and not (_is_int(value) and value >= 2):
+            return (
+                "must be an int >= 2 (the newest may be incomplete when a run dies) or None "
+                "(keep all). Use keep_checkpoints=3"
+            )
     elif key == "nonfinite":
         if value not in ("error", "skip"):
             return "must be 'error' (stop the run) or 'skip' (skip the step and count it)"
-    elif key in ("deterministic", "progress"):
+    elif key in ("deterministic", "progress", "init_from_optimizer"):
         if not isinstance(value, bool):
             return f"must be True or False. Use {key}=True"
     elif key == "seed":
@@ -97,8 +129,25 @@ def _check(key: str, value: Any) -> str | None:
     return None
 
 
+def folder_problem(value: str | os.PathLike) -> str | None:
+    """Say why a run cannot write into folder ``value`` (made if missing), or return None."""
+    path = os.path.abspath(os.path.expanduser(value))
+    if os.path.exists(path) and not os.path.isdir(path):
+        return "is a file, not a folder. Use a folder path (it is created if missing)"
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"cannot be created: {existing} is a file. Use another folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"is not writable here ({existing} refuses writes). Use a folder you can write to"
+    return None
+
+
 def device_problem(value: Any) -> str | None:
     """Say why ``value`` is not a usable device on this machine, or return None."""
+    if value is None:
+        return None
     if not isinstance(value, str | torch.device):
         return "must be a device name such as 'cpu', 'cuda', 'cuda:0', 'mps' or 'auto'"
     if value == "auto":
@@ -140,6 +189,8 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         ('cpu', 3)
     """
     merged = {**DEFAULTS, **config}
+    if merged["n_global_iterations"] == 0 and _is_int(merged["n_global_iterations"]):
+        merged["n_global_iterations"] = None  # the original design's "not set"
     problems = []
     for key in config:
         if key in DEFAULTS:
@@ -159,3 +210,14 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
             + "\n  - ".join(problems)
         )
     return merged
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain data (dicts, lists, str, numbers, None) for checkpoints and JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

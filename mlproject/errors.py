@@ -29,6 +29,10 @@ class NonFiniteLossError(MLProjectError, FloatingPointError):
     """A training step produced a NaN or infinite loss."""
 
 
+class DiskFullError(MLProjectError, OSError):
+    """A run could not write a file because the disk (or quota) is full."""
+
+
 class RunLockedError(MLProjectError, RuntimeError):
     """Another live process is writing to the same run folder."""
 

@@ -73,6 +73,17 @@ class Experiment(sacred.Experiment):
             sys.exit(interrupted.exit_code)
 
 
+def config_from_run(run: Any) -> dict[str, Any]:
+    """The config of a sacred run, refusing keys set on the command line but declared nowhere."""
+    added = getattr(getattr(run, "config_modifications", None), "added", ())
+    if added:
+        raise ConfigError(
+            f"unknown config key(s) {sorted(added)}: they are set on the command line but "
+            "declared nowhere. Check the spelling (`./main.py print_config` lists the keys)"
+        )
+    return dict(run.config)
+
+
 def _terminal() -> Any:
     """A second handle on this process's stderr, made before sacred captures fds 1 and 2.
 

@@ -113,14 +113,18 @@ class Model(nn.Module):
     def on_epoch_end(self, epoch: int) -> None:
         """Runs after each completed epoch and its evaluation; ``epoch`` counts from 1."""
 
+    def on_validation_end(self, metrics: dict[str, float]) -> None:
+        """Runs after each evaluation on the validation set, with its averaged metrics."""
+
     # --- optimizers, schedulers and their state ---------------------------------------------
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """The model's optimizers by attribute name (found automatically)."""
-        return {k: v for k, v in vars(self).items() if isinstance(v, torch.optim.Optimizer)}
+        """The model's optimizers by name: attributes, and items of list, tuple or dict
+        attributes (``self.opts = [g, d]`` gives ``opts.0`` and ``opts.1``)."""
+        return _find(self, torch.optim.Optimizer)
 
     def schedulers(self) -> dict[str, Any]:
-        """The model's LR schedulers by attribute name (found automatically)."""
-        return {k: v for k, v in vars(self).items() if isinstance(v, _SCHEDULER_TYPES)}
+        """The model's LR schedulers by name, found as ``optimizers`` finds optimizers."""
+        return _find(self, _SCHEDULER_TYPES)
 
     def training_state(self) -> dict[str, Any]:
         """Weights, optimizer and scheduler state as plain data (loadable with weights_only)."""
@@ -138,6 +142,19 @@ class Model(nn.Module):
             opt.load_state_dict(state["optimizers"][key])
         for key, sched in self.schedulers().items():
             sched.load_state_dict(state["schedulers"][key])
+
+    def load_optimizer_moments(self, optimizers: Mapping[str, Any]) -> None:
+        """Take saved optimizer state (Adam's moments...) but keep today's hyperparameters.
+
+        For a fork: each optimizer keeps the lr, betas, weight decay... that ``get_model`` gave
+        it from the new config (and that its scheduler may have set); only the per-parameter
+        state comes from ``optimizers`` (``training_state()["optimizers"]``).
+        """
+        for key, opt in self.optimizers().items():
+            hyper = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+            opt.load_state_dict(optimizers[key])
+            for group, fresh in zip(opt.param_groups, hyper):
+                group.update(fresh)
 
     def structure(self) -> dict[str, Any]:
         """What must match for a checkpoint to fit: parameter shapes and optimizer classes."""
@@ -179,6 +196,19 @@ class Model(nn.Module):
         return self.nonfinite.check_loss(loss, self.global_step + 1, who=self.name)
 
 
+def _find(model: nn.Module, kind: type | tuple[type, ...]) -> dict[str, Any]:
+    """The objects of ``kind`` among ``model``'s attributes and their list/tuple/dict items."""
+    found: dict[str, Any] = {}
+    for name, value in vars(model).items():
+        if isinstance(value, kind):
+            found[name] = value
+        elif isinstance(value, list | tuple):
+            found.update((f"{name}.{i}", v) for i, v in enumerate(value) if isinstance(v, kind))
+        elif isinstance(value, dict) and not name.startswith("_"):  # nn.Module's own dicts
+            found.update((f"{name}.{k}", v) for k, v in value.items() if isinstance(v, kind))
+    return found
+
+
 def _move(batch: Any, device: torch.device, non_blocking: bool) -> Any:
     if isinstance(batch, torch.Tensor):
         if batch.device == device:  # the common CPU case: nothing to do, and cheaper than .to
@@ -206,6 +236,10 @@ class ProxyModel(Model):
     all with ``train_accuracy=False``). Checks the loss is finite before the optimizer step,
     so a NaN never reaches the weights (see ``Model.loss_is_finite`` for GPUs).
 
+    ``scheduler`` steps once per epoch (``scheduler_interval='epoch'``, after the epoch's
+    evaluation) or after every optimizer step (``'step'``, e.g. ``OneCycleLR``);
+    ``ReduceLROnPlateau`` steps after each validation with the benchmark metric's value.
+
     Example:
         >>> net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
         >>> opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -224,6 +258,7 @@ class ProxyModel(Model):
         benchmark_metric: str = "loss",
         benchmark_goal: str | None = None,
         train_accuracy: bool = True,
+        scheduler_interval: str = "epoch",
     ):
         super().__init__(name=name or type(net).__name__.lower())
         self.net = net
@@ -233,27 +268,31 @@ class ProxyModel(Model):
             self.scheduler = scheduler
         self.benchmark_metric = benchmark_metric
         self.benchmark_goal = benchmark_goal
+        self.scheduler_interval = scheduler_interval
         self.classification = isinstance(loss, nn.CrossEntropyLoss | nn.NLLLoss)
         self.train_accuracy = train_accuracy and self.classification
+        _check_scheduler(self, scheduler, scheduler_interval)
 
     def forward(self, x: Any) -> Any:
         return self.net(x)
 
     def train_batch(self, batch: Any) -> dict[str, Any]:
-        x, y = batch
+        x, y = _pair(batch)
         self.opt.zero_grad(set_to_none=True)
         out = self.net(x)
         loss = self.loss(out, y)
         if self.loss_is_finite(loss):
             loss.backward()
             self.opt.step()
+            if self.scheduler_interval == "step" and hasattr(self, "scheduler"):
+                self.scheduler.step()
         result = {"loss": loss.detach()}
         if self.train_accuracy and self.log_level >= LogLevel.SCALARS:
             result["accuracy"] = _accuracy(out, y)
         return result
 
     def test_batch(self, batch: Any) -> dict[str, Any]:
-        x, y = batch
+        x, y = _pair(batch)
         out = self.net(x)
         result = {"loss": self.loss(out, y)}
         if self.classification:
@@ -262,10 +301,62 @@ class ProxyModel(Model):
 
     def on_epoch_end(self, epoch: int) -> None:
         scheduler = getattr(self, "scheduler", None)
-        if scheduler is not None and not isinstance(
-            scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau
-        ):
+        if self.scheduler_interval == "epoch" and not isinstance(scheduler, (type(None), _PLATEAU)):
             scheduler.step()
+
+    def on_validation_end(self, metrics: dict[str, float]) -> None:
+        scheduler = getattr(self, "scheduler", None)
+        if isinstance(scheduler, _PLATEAU):
+            scheduler.step(metrics[self.benchmark_metric])
+
+
+_PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
+
+
+def _check_scheduler(model: ProxyModel, scheduler: Any, interval: str) -> None:
+    """Refuse a scheduler setting that cannot work, saying how to fix it."""
+    if interval not in ("epoch", "step"):
+        raise ModelError(
+            f"scheduler_interval must be 'epoch' or 'step'; got {interval!r}. Use "
+            "scheduler_interval='step' for schedules counted in optimizer steps (OneCycleLR)"
+        )
+    if scheduler is None:
+        return
+    if not isinstance(scheduler, _SCHEDULER_TYPES):
+        raise ModelError(
+            f"scheduler must be a torch.optim.lr_scheduler scheduler; got "
+            f"{type(scheduler).__name__}"
+        )
+    if scheduler.optimizer is not model.opt:
+        raise ModelError("scheduler was built for another optimizer than opt; build it on opt")
+    if isinstance(scheduler, _PLATEAU):
+        if interval == "step":
+            raise ModelError(
+                "ReduceLROnPlateau steps on the validation value of benchmark_metric, once per "
+                "validation; use scheduler_interval='epoch' (the default)"
+            )
+        goal = benchmark_goal(model)
+        if scheduler.mode != goal:
+            raise ModelError(
+                f"ReduceLROnPlateau(mode={scheduler.mode!r}) disagrees with benchmark_goal="
+                f"{goal!r} for {model.benchmark_metric!r}; use ReduceLROnPlateau(opt, "
+                f"mode={goal!r})"
+            )
+
+
+def _pair(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, list | tuple) and len(batch) == 2:
+        return batch[0], batch[1]
+    if isinstance(batch, Mapping):
+        shown = f"a dict with keys {sorted(batch)}"
+    elif isinstance(batch, list | tuple):
+        shown = f"a {type(batch).__name__} of {len(batch)}"
+    else:
+        shown = _describe(batch)
+    raise ModelError(
+        f"ProxyModel needs (inputs, targets) batches; got {shown}. Return (x, y) from your "
+        "dataset, or subclass mlproject.Model and read your batch in train_batch/test_batch"
+    )
 
 
 def _accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -287,23 +378,33 @@ def benchmark_goal(model: Model) -> str:
 
 
 def scalars(outputs: Any, where: str, keys: Iterable[str] | None = None) -> dict[str, Any]:
-    """Check a ``train_batch``/``test_batch`` result and return its scalar entries.
+    """Check a ``train_batch``/``test_batch`` result: a dict of scalars, with ``keys`` in it.
 
-    Raises ModelError when ``outputs`` is not a dict, or when a named key is missing or not a
-    scalar. Entries that are not scalars are dropped unless ``keys`` names them.
+    Raises ModelError naming the first entry that is not a Python number or 0-d tensor (a
+    per-sample loss vector, a numpy array...), or a named key that is missing.
     """
     if not isinstance(outputs, Mapping):
         raise ModelError(f"{where} must return a dict of scalars, got {type(outputs).__name__}")
-    found = {k: v for k, v in outputs.items() if is_scalar(v)}
+    for key, value in outputs.items():
+        if not is_scalar(value):
+            raise ModelError(f"{where} returned {key!r} as {_describe(value)}; {_SCALARS}")
     for key in keys or ():
         if key not in outputs:
             raise ModelError(f"{where} returned no {key!r}; it returned {sorted(outputs)}")
-        if key not in found:
-            raise ModelError(
-                f"{where} returned {key!r} as {type(outputs[key]).__name__}; logged values must "
-                "be Python numbers or 0-d tensors"
-            )
-    return found
+    return dict(outputs)
+
+
+_SCALARS = (
+    "every value must be a Python number or a 0-d tensor (e.g. loss.mean().detach()); keep "
+    "other results out of the returned dict"
+)
+
+
+def _describe(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return f"{type(value).__name__} of shape {tuple(shape)}" if shape is not None else (
+        type(value).__name__
+    )  # fmt: skip
 
 
 def is_scalar(value: Any) -> bool:

@@ -4,7 +4,8 @@ The loop reads top-down: ``train`` runs epochs until the configured length, ``tr
 runs ``step`` per batch, ``end_epoch`` evaluates and saves, ``final_test`` tests the best
 model. Every counter lives in ``self.state``; every side effect goes through the run folder
 (``self.run_folder``), the scalar logger and its sinks (``self.logger``) or the display
-(``self.display``), which exist to write only where ``self.world.writes``.
+(``self.display``), which write only where ``self.world.writes``. Where a run starts (new,
+continued, forked) is decided in ``mlproject.resume``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import os
 import random
 import signal
-import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -24,28 +25,29 @@ from typing import Any
 
 import torch
 
-from mlproject import checkpoint, rundir
-from mlproject.config import DEFAULTS, resolve_device, validate_config
+from mlproject import checkpoint, resume, rundir
+from mlproject.config import DEFAULTS, plain, resolve_device, validate_config
 from mlproject.data.factory import DatasetFactory, check_loader
 from mlproject.distributed import World
-from mlproject.errors import CheckpointError, ConfigError, ModelError, TrainingInterrupted
+from mlproject.errors import CheckpointError, ModelError, TrainingInterrupted
 from mlproject.logger import Logger
-from mlproject.model import LogLevel, Model, benchmark_goal, is_scalar, scalars
+from mlproject.model import LogLevel, Model, ProxyModel, benchmark_goal, scalars
 from mlproject.nonfinite import NonFinitePolicy
 from mlproject.progress import Display, metrics_text, number
+from mlproject.signals import StopSignals, protect_workers
 from mlproject.sinks import COMPLETED, FAILED, INTERRUPTED, RunInfo, SacredSink, Sink
 from mlproject.state import TrainState
 
 log = logging.getLogger(__name__)
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class MLProject:
     """A training run: subclass it and implement ``get_dataset_factory`` and ``get_model``.
 
     Build it from a config dict (``MyProject(config)``) or inside a sacred main function
-    (``MyProject.from_run(_run)``); the config is validated before anything is written, and a
-    ``resume`` key restores a checkpoint. ``train()`` returns a summary dict.
+    (``MyProject.from_run(_run)``); the config and the model's contract are checked before
+    anything is written, and ``resume`` / ``init_from`` say where training starts.
+    ``train()`` returns a summary dict.
 
     Example:
         >>> class DigitsProject(MLProject):
@@ -82,75 +84,86 @@ class MLProject:
         if self.config["seed"] is None:
             self.config["seed"] = random.SystemRandom().randrange(2**31)
         checkpoint.seed_everything(self.config["seed"])
-        self.device = resolve_device(self.config["device"])
         self.datasets = self.get_dataset_factory(self.config)
         self.model = self.get_model(self.config)
         self._check_parts()
-        self.model.to(self.device)
         self.nonfinite = self.model.nonfinite = NonFinitePolicy(self.config["nonfinite"])
+        self.logger, self.display = self._outputs()
+        self.device = self._place_model()
         self.datasets.set_device(self.device)
         self.datasets.check()
         self.train_loader = self.datasets.train_loader()
         self.n_batches = check_loader(self.train_loader, "train")
-        self.state = TrainState()
-        self.logger, self.display = self._outputs()
+        protect_workers(self.train_loader)
+        self.state = TrainState(batches_per_epoch=self.n_batches)
         self.run_folder: rundir.RunDir | None = None
         self.last_metrics: dict[str, dict[str, float]] = {}
-        self._stop_signal: int | None = None
+        self.summary: dict[str, Any] | None = None  # set when the run is complete
+        self._stops = StopSignals()
         self._epoch_rng: dict[str, Any] | None = None
         self._resume_rng: dict[str, Any] | None = None
         self._sink_states: dict[str, dict[str, Any]] = {}
-        self._load_resume()
-
-    def _outputs(self) -> tuple[Logger, Display]:
-        """The one place that decides what this process writes: everything, or nothing at all."""
-        writes = self.world.writes
-        sinks: list[Sink] = []
-        if writes and self.config["tensorboard_dir"] is not None:
-            from mlproject.tensorboard import TensorBoardSink  # tensorboardX, only when used
-
-            sinks.append(TensorBoardSink(self.config["tensorboard_dir"]))
-        if writes and self.run is not None:
-            sinks.append(SacredSink(self.run))
-        if writes:
-            sinks.extend(self.get_sinks(self.config))
-        display = Display(writes, bars=self.config["progress"], under_sacred=self.run is not None)
-        return Logger(sinks, self.nonfinite), display
-
-    @property
-    def run_dir(self) -> Path | None:
-        """The run folder under ``model_dir`` (None until the run has one)."""
-        return self.run_folder.path if self.run_folder is not None else None
+        self._parent: dict[str, Any] | None = None
+        self.start = resume.plan(plain(self.config), self.model.name)
+        self._begin(self.start)
+        self._preflight()
 
     @classmethod
     def from_run(cls, run: Any) -> MLProject:
         """Build the project from a sacred run (``_run`` in a sacred main function)."""
-        added = getattr(getattr(run, "config_modifications", None), "added", ())
-        if added:
-            raise ConfigError(
-                f"unknown config key(s) {sorted(added)}: they are set on the command line but "
-                "declared nowhere. Check the spelling (`./main.py print_config` lists the keys)"
-            )
-        return cls(dict(run.config), run=run)
+        from mlproject.experiment import config_from_run  # sacred, only when it is used
+
+        return cls(config_from_run(run), run=run)
 
     @classmethod
     def load(cls, path: str | os.PathLike, **overrides: Any) -> MLProject:
-        """Rebuild a project from a checkpoint file (its saved config, updated by ``overrides``).
+        """A fork: a new run that starts from the weights (and optimizer state) at ``path``.
 
-        The project continues the checkpoint's run when trained further.
+        ``path`` is a checkpoint file or a run folder (its best.pt, else its newest complete
+        checkpoint); the config is the checkpoint's, updated by ``overrides``. The parent's
+        files are only read.
+
+        Example:
+            >>> tuned = MyProject.load("runs/1_mlp", lr=1e-4, n_epochs=3).train()  # doctest: +SKIP
         """
-        saved = checkpoint.load(Path(path))["config"]
-        return cls({**saved, **overrides, "resume": str(path)})
+        path = resume.checkpoint_in(Path(path))
+        saved = checkpoint.load(path)["config"]
+        return cls({**saved, **overrides, "init_from": str(path), "resume": None})
+
+    @classmethod
+    def load_model(cls, path: str | os.PathLike, **overrides: Any) -> Model:
+        """The trained Model at ``path`` (a checkpoint, or a run folder: best.pt first), with
+        its weights, on the config's device, in eval mode; no dataset is built.
+
+        Example:
+            >>> model = MyProject.load_model("runs/1_mlp", device="cpu")  # doctest: +SKIP
+            >>> model.test_batch(batch)  # doctest: +SKIP
+        """
+        path = resume.checkpoint_in(Path(path))
+        payload = checkpoint.load(path)
+        config = validate_config({**payload["config"], **overrides, "resume": None})
+        model = cls.get_model(config)
+        _refuse_misfit(path, payload, model, ("parameters",), "load_model")
+        model.load_state_dict(payload["model"]["weights"])
+        device = config["device"]
+        if device is not None:
+            model.to(resolve_device(device))
+        return model.eval()
 
     # --- the loop -------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Train until ``n_global_iterations`` steps or ``n_epochs`` epochs are done, then test."""
+        if self.summary is not None and self.done():
+            self.display.line(
+                f"run {self.run_dir} is complete (step {self.state.global_step}): nothing to do"
+            )
+            return self.summary
         with self._session():
             self.model.train()
             self.model.on_train_begin()
-            if self._resume_rng is not None and self.state.batch_in_epoch == 0:
-                checkpoint.set_rng_state(self._resume_rng, _generators(self.train_loader))
-                self._resume_rng = None
+            self._restore_step_rng()
+            if self.state.batch_in_epoch >= self.n_batches:
+                self.end_epoch()  # stopped after an epoch's last step, before its end
             while not self.done():
                 self.model.on_epoch_begin(self.state.epoch)
                 self.train_epoch()
@@ -199,7 +212,7 @@ class MLProject:
         self._bar.update(outputs)
         if self._save_every and state.global_step % self._save_every == 0:
             self.save()
-        if self._stop_signal is not None:
+        if self._stops.received is not None:
             self._interrupt()
         self.logger.maybe_flush()
 
@@ -260,6 +273,7 @@ class MLProject:
     # --- evaluation -----------------------------------------------------------------------------
     def evaluate(self, loader: Iterable) -> dict[str, float]:
         """Average ``test_batch`` outputs over ``loader``, weighting each batch by its size."""
+        protect_workers(loader)
         was_training = self.model.training
         self.model.eval()
         totals: dict[str, Any] = {}
@@ -290,58 +304,28 @@ class MLProject:
         self.last_metrics = {group: metrics}
         if validation is not None:
             self._update_best(metrics)
+            self.model.on_validation_end(metrics)
         self._show_evaluation(group, metrics)
         return metrics
-
-    def _show_evaluation(self, group: str, metrics: dict[str, float]) -> None:
-        """One line that stays: epoch, step, mean train loss since the last line, metrics, time."""
-        self.logger.flush()
-        train_loss = self.logger.take_means().get("train/loss")
-        limit, state = self.config["n_global_iterations"], self.state
-        parts = [
-            f"epoch {state.epoch}" + ("" if limit else f"/{self.config['n_epochs']}"),
-            f"step {state.global_step}" + (f"/{limit}" if limit else ""),
-        ]
-        if train_loss is not None:
-            parts.append(f"train loss {number(train_loss)}")
-        parts.append(f"{group} {metrics_text(metrics)}")
-        now = time.monotonic()
-        parts.append(f"{now - self._last_line:.1f} s")
-        self._last_line = now
-        self.display.line(" · ".join(parts))
-
-    def _update_best(self, metrics: dict[str, float]) -> None:
-        name, goal = self.model.benchmark_metric, benchmark_goal(self.model)
-        if name not in metrics:
-            raise ModelError(
-                f"benchmark_metric {name!r} is not among test_batch's outputs {sorted(metrics)}"
-            )
-        value, best = metrics[name], self.state.best_value
-        if best is None or (value < best if goal == "min" else value > best):
-            self.state.best_value, self.state.best_step = value, self.state.global_step
-            self._write_checkpoint(checkpoint.BEST_NAME)
-        best = {f"best_{name}": self.state.best_value}
-        self.logger.log("validation", best, self.state.global_step)
 
     def final_test(self) -> dict[str, Any]:
         """Test the best model (the last one without a validation set); return the summary."""
         state, test = self.state, self.datasets.test_loader()
-        best_path = self.run_dir / checkpoint.BEST_NAME
-        has_best = state.best_step is not None and best_path.exists()
+        best_path = self._usable_best()
         metrics = (
             self.last_metrics.get("test", {}) if state.last_eval_step == state.global_step else {}
         )
-        if test is not None and (has_best or not metrics):
-            last_weights = copy.deepcopy(self.model.state_dict()) if has_best else None
-            if has_best:
+        if test is not None and (best_path is not None or not metrics):
+            last_weights = copy.deepcopy(self.model.state_dict()) if best_path else None
+            if best_path is not None:
                 self.model.load_state_dict(checkpoint.load(best_path)["model"]["weights"])
             metrics = self.evaluate(test)
             self.logger.log("test", metrics, state.global_step)
             if last_weights is not None:
                 self.model.load_state_dict(last_weights)
-        if has_best:
+        if best_path is not None:
             self.logger.artifact(best_path)
-        summary = {
+        self.summary = {
             "run_dir": str(self.run_dir),
             "global_step": state.global_step,
             "epochs": state.epoch,
@@ -350,19 +334,38 @@ class MLProject:
             "validation": self.last_metrics.get("validation", {}),
             "test": metrics,
         }
-        self._show_summary(summary, best_path if has_best else None)
-        return summary
+        self._show_summary(self.summary, best_path)
+        return self.summary
 
-    def _show_summary(self, summary: dict[str, Any], best_path: Path | None) -> None:
-        name, best = summary["benchmark_metric"], summary["best"]
-        lines = [f"done: {summary['epochs']} epochs, {summary['global_step']} steps"]
-        if best_path is not None:
-            lines.append(
-                f"best validation {name} {number(best[name])} at step {best['step']} ({best_path})"
+    def _update_best(self, metrics: dict[str, float]) -> None:
+        name, goal = self.model.benchmark_metric, benchmark_goal(self.model)
+        if name not in metrics:
+            raise ModelError(
+                f"benchmark_metric {name!r} is not among test_batch's outputs {sorted(metrics)}"
             )
-        if summary["test"]:
-            lines.append(f"test {metrics_text(summary['test'])}")
-        self.display.line(" · ".join(lines))
+        value, best = metrics[name], self.state.best_value
+        if not math.isfinite(value):
+            self.display.line(
+                f"validation {name} is {value} at step {self.state.global_step}: not finite, "
+                "so never a best model"
+            )
+        elif best is None or (value < best if goal == "min" else value > best):
+            self.state.best_value, self.state.best_step = value, self.state.global_step
+            self._write_checkpoint(checkpoint.BEST_NAME)
+        if self.state.best_value is not None:
+            best_values = {f"best_{name}": self.state.best_value}
+            self.logger.log("validation", best_values, self.state.global_step)
+
+    def _usable_best(self) -> Path | None:
+        """best.pt when this run has one that is intact; a damaged one is said and skipped."""
+        path = self.run_folder.path / checkpoint.BEST_NAME
+        if self.state.best_step is None or not path.exists():
+            return None
+        why = checkpoint.problem(path)
+        if why is not None:
+            self.display.line(f"{path} is damaged ({why}): testing the last weights instead")
+            return None
+        return path
 
     # --- checkpoints ----------------------------------------------------------------------------
     def save(self) -> Path:
@@ -381,7 +384,7 @@ class MLProject:
             state=self.state.as_dict(),
             rng=checkpoint.rng_state(_generators(self.train_loader)),
             epoch_rng=self._epoch_rng,
-            config=_plain(self.config),
+            config=plain(self.config),
             run_name=self.run_folder.name,
             sinks=self.logger.state(),
         )
@@ -392,65 +395,76 @@ class MLProject:
                 checkpoint.prune(self.run_folder.path, keep)
         return path
 
-    def _load_resume(self) -> None:
-        path = self._resume_path()
-        if path is None:
-            return
-        payload = checkpoint.load(path)
-        differences = checkpoint.structure_differences(
-            payload["model"]["structure"], self.model.structure()
-        )
-        if differences:
+    # --- where the run starts -------------------------------------------------------------------
+    def _begin(self, start: resume.Start) -> None:
+        if start.note:
+            self.display.line(start.note)
+        if start.run_dir is not None:
+            self.run_folder = rundir.RunDir(start.run_dir)
+        if start.kind == resume.CONTINUE:
+            self._continue_from(start.path, start.payload)
+        elif start.kind == resume.FORK:
+            self._fork_from(start.path, start.payload)
+
+    def _continue_from(self, path: Path, payload: checkpoint.Checkpoint) -> None:
+        _refuse_misfit(path, payload, self.model, ("parameters", "optimizers", "schedulers"))
+        saved = payload["state"]
+        if saved["batch_in_epoch"] and saved.get("batches_per_epoch", self.n_batches) not in (
+            0,
+            self.n_batches,
+        ):
             raise CheckpointError(
-                f"cannot resume from {path}: the model does not fit it:\n  - "
-                + "\n  - ".join(differences)
+                f"cannot resume from {path}: it stopped after batch {saved['batch_in_epoch']} of "
+                f"an epoch of {saved['batches_per_epoch']} batches, and the training loader now "
+                f"has {self.n_batches} (batch_size or the data changed). Restore them, or resume "
+                "from a checkpoint saved at an epoch's end"
             )
-        changed = sorted(
-            key
-            for key in set(payload["config"]) | set(self.config)
-            if key not in DEFAULTS and payload["config"].get(key) != _plain(self.config.get(key))
-        )
-        if changed:
-            warnings.warn(
-                f"resuming from {path} with changed config keys: "
-                + ", ".join(
-                    f"{k}: {payload['config'].get(k)!r} -> {self.config.get(k)!r}" for k in changed
-                ),
-                stacklevel=3,
-            )
+        self._warn_changed_keys(path, payload["config"])
         self.model.load_training_state(payload["model"])
-        self.state = TrainState(**payload["state"])
+        self.state = TrainState(**{**saved, "batches_per_epoch": self.n_batches})
         self.nonfinite.skipped = self.state.skipped_steps
         self.config["seed"] = payload["config"]["seed"]
         self._resume_rng, self._epoch_rng = payload["rng"], payload["epoch_rng"]
         self._sink_states = payload["sinks"]
-        self.run_folder = rundir.RunDir(path.parent)
+        info = self.run_folder.info()
+        summary = info.get("summary") or {}
+        if (
+            info.get("status") == COMPLETED.lower()
+            and summary.get("global_step") == saved["global_step"]
+        ):
+            self.summary = summary
         log.info("resuming from %s at global step %d", path, self.state.global_step)
 
-    def _resume_path(self) -> Path | None:
-        resume = self.config["resume"]
-        if resume is None:
-            return None
-        if resume == "auto":
-            prefix, name = self.config["prefix"], self.model.name
-            run_dir = rundir.find_latest(
-                Path(self.config["model_dir"]),
-                lambda info: info.get("prefix") == prefix and info.get("model") == name,
+    def _fork_from(self, path: Path, payload: checkpoint.Checkpoint) -> None:
+        moments = self.config["init_from_optimizer"]
+        kinds = ("parameters", "optimizers") if moments else ("parameters",)
+        _refuse_misfit(path, payload, self.model, kinds, "init_from")
+        self.model.load_state_dict(payload["model"]["weights"])
+        if moments:
+            self.model.load_optimizer_moments(payload["model"]["optimizers"])
+        step = payload["state"]["global_step"]
+        self._parent = {"checkpoint": str(path.resolve()), "step": step}
+        taken = "weights and optimizer state" if moments else "weights"
+        self.display.line(f"fork of {path} (step {step}): {taken} from it, the rest new")
+
+    def _warn_changed_keys(self, path: Path, saved: dict[str, Any]) -> None:
+        now = plain(self.config)
+        keys = (set(saved) | set(now)) - set(DEFAULTS)
+        changed = sorted(key for key in keys if saved.get(key) != now.get(key))
+        if changed:
+            warnings.warn(
+                f"resuming from {path} with changed config keys: "
+                + ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed),
+                stacklevel=4,
             )
-            if run_dir is None:
-                log.info("resume=auto: no earlier run of %r; starting a new one", name)
-                return None
-            path = checkpoint.latest_valid(run_dir)
-            if path is None:  # the earlier attempt died before its first checkpoint
-                self.run_folder = rundir.RunDir(run_dir)
-            return path
-        path = Path(resume)
-        if path.is_dir():
-            found = checkpoint.latest_valid(path)
-            if found is None:
-                raise CheckpointError(f"resume={resume!r}: the folder holds no checkpoint")
-            return found
-        return path
+
+    def _restore_step_rng(self) -> None:
+        """A resumed run at an epoch boundary continues from the checkpoint's RNG state (mid
+        epoch, ``epoch_batches`` does it after replaying the data order)."""
+        at_boundary = self.state.batch_in_epoch in (0, self.n_batches)
+        if self._resume_rng is not None and at_boundary:
+            checkpoint.set_rng_state(self._resume_rng, _generators(self.train_loader))
+            self._resume_rng = None
 
     # --- session: run folder, sinks and signals ------------------------------------------------
     @contextlib.contextmanager
@@ -464,48 +478,44 @@ class MLProject:
         self._bar.close()
         self._save_every = self.config["save_iterations"]
         self._save_every = self._save_every if isinstance(self._save_every, int) else None
-        handlers = self._install_signal_handlers()
         deterministic = torch.are_deterministic_algorithms_enabled()
         if self.config["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # CUDA needs it
             torch.use_deterministic_algorithms(True)
         status = FAILED
         try:
-            yield
+            with self._stops.deferred():
+                yield
             status = COMPLETED
         except KeyboardInterrupt:  # TrainingInterrupted, or Ctrl-C outside the loop
             status = INTERRUPTED
             raise
         finally:
             torch.use_deterministic_algorithms(deterministic)
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
             self._close_run(status)
 
     def _open_run(self) -> None:
         """Create or reuse the run folder, take its lock, open the sinks, say where it all is."""
-        if self.run_folder is None:
+        fresh = self.run_folder is None
+        if fresh:
             tb_dir = self.config["tensorboard_dir"]
+            model_dir, name = Path(self.config["model_dir"]), self._run_name()
             self.run_folder = (
-                rundir.create(
-                    Path(self.config["model_dir"]),
-                    self._run_name(),
-                    Path(tb_dir) if tb_dir is not None else None,
-                )
+                rundir.create(model_dir, name, Path(tb_dir) if tb_dir is not None else None)
                 if self.world.writes
-                else rundir.RunDir(Path(self.config["model_dir"]) / self._run_name())
+                else rundir.RunDir(model_dir / name)
             )
         if self.world.writes:
             self.run_folder.lock()
-            if not self.run_folder.info():
-                self.run_folder.write_info(
-                    {"prefix": self.config["prefix"], "model": self.model.name,
-                     "config": _plain(self.config)}
-                )  # fmt: skip
+            try:
+                self._tidy_run_folder(fresh)
+            except BaseException:
+                self.run_folder.unlock()
+                raise
         try:
             info = RunInfo(
-                self.run_folder.name, self.run_folder.path, _plain(self.config),
-                self.state.global_step,
+                self.run_folder.name, self.run_folder.path, plain(self.config),
+                self.state.global_step, self._parent,
             )  # fmt: skip
             self.logger.open(info, self._sink_states)
         except BaseException:
@@ -514,19 +524,88 @@ class MLProject:
         self.model.writer = self._summary_writer()
         self.display.line(self._start_line())
 
+    def _tidy_run_folder(self, fresh: bool) -> None:
+        """Under the lock: clear what interrupted saves left, leave an abandoned timeline, and
+        record in run.json that the run is running."""
+        folder, start = self.run_folder, self.start
+        checkpoint.clean(folder.path)
+        if start.newer:
+            moved = checkpoint.move_aside(folder.path, start.newer)
+            self.display.line(
+                f"resuming {start.path.name} (step {self.state.global_step}) leaves a newer "
+                f"timeline: moved {len(start.newer)} later checkpoint file(s) to {moved}"
+            )
+            if not (folder.path / checkpoint.BEST_NAME).exists():
+                self.state.best_value = self.state.best_step = None  # chosen again from here
+            start.newer = []
+        if start.kind == resume.CONTINUE and checkpoint.latest_valid(folder.path) != start.path:
+            raise CheckpointError(
+                f"{folder.path} got a newer checkpoint from another process since this project "
+                "was built; build it again to continue from there"
+            )
+        if fresh or not folder.info():
+            folder.write_info(
+                rundir.new_info(
+                    folder.name, self.config["prefix"], self.model.name, plain(self.config),
+                    folder.path.parent, self._parent,
+                )
+            )  # fmt: skip
+        else:
+            folder.update_info(status="running", summary=None)
+
     def _close_run(self, status: str) -> None:
         try:
             self.logger.close(status)
+        except BaseException:
+            status = FAILED
+            raise
         finally:
-            self._sink_states = self.logger.state()
-            self.model.writer = None
-            self.run_folder.unlock()
+            try:
+                if self.world.writes:
+                    summary = self.summary if status == COMPLETED else None
+                    self.run_folder.update_info(status=status.lower(), summary=summary)
+            finally:
+                self._sink_states = self.logger.state()
+                self.model.writer = None
+                self.run_folder.unlock()
 
     def _summary_writer(self) -> Any:
         for sink in self.logger.sinks:
             if getattr(sink, "name", None) == "tensorboard":
                 return sink.writer
         return None  # Model.writer then gives a writer that writes nothing
+
+    def _interrupt(self) -> None:
+        signum = self._stops.received
+        log.warning(
+            "%s received: saving at global step %d and stopping",
+            signal.Signals(signum).name,
+            self.state.global_step,
+        )
+        if self.state.last_save_step != self.state.global_step:
+            self.save()
+        raise TrainingInterrupted(signum, self.state.global_step)
+
+    # --- what this process writes, and what a person sees ---------------------------------------
+    def _outputs(self) -> tuple[Logger, Display]:
+        """The one place that decides what this process writes: everything, or nothing at all."""
+        writes = self.world.writes
+        sinks: list[Sink] = []
+        if writes and self.config["tensorboard_dir"] is not None:
+            from mlproject.tensorboard import TensorBoardSink  # tensorboardX, only when used
+
+            sinks.append(TensorBoardSink(self.config["tensorboard_dir"]))
+        if writes and self.run is not None:
+            sinks.append(SacredSink(self.run))
+        if writes:
+            sinks.extend(self.get_sinks(self.config))
+        display = Display(writes, bars=self.config["progress"], under_sacred=self.run is not None)
+        return Logger(sinks, self.nonfinite), display
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run folder under ``model_dir`` (None until the run has one)."""
+        return self.run_folder.path if self.run_folder is not None else None
 
     def _start_line(self) -> str:
         parts = [f"run {self.run_folder.path}"]
@@ -539,28 +618,35 @@ class MLProject:
             parts.append(f"resumed at step {self.state.global_step}")
         return " · ".join(parts)
 
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        self._stop_signal = None
-        if threading.current_thread() is not threading.main_thread():
-            return {}  # signals can only be handled on the main thread
-        return {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+    def _show_evaluation(self, group: str, metrics: dict[str, float]) -> None:
+        """One line that stays: epoch, step, mean train loss since the last line, metrics, time."""
+        self.logger.flush()
+        train_loss = self.logger.take_means().get("train/loss")
+        limit, state = self.config["n_global_iterations"], self.state
+        parts = [
+            f"epoch {state.epoch}" + ("" if limit else f"/{self.config['n_epochs']}"),
+            f"step {state.global_step}" + (f"/{limit}" if limit else ""),
+        ]
+        if train_loss is not None:
+            parts.append(f"train loss {number(train_loss)}")
+        parts.append(f"{group} {metrics_text(metrics)}")
+        now = time.monotonic()
+        parts.append(f"{now - self._last_line:.1f} s")
+        self._last_line = now
+        self.display.line(" · ".join(parts))
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        # Only set a flag: the loop saves at the next step boundary. A second signal is ignored
-        # so that it cannot interrupt the save.
-        if self._stop_signal is None:
-            self._stop_signal = signum
+    def _show_summary(self, summary: dict[str, Any], best_path: Path | None) -> None:
+        name, best = summary["benchmark_metric"], summary["best"]
+        lines = [f"done: {summary['epochs']} epochs, {summary['global_step']} steps"]
+        if best_path is not None:
+            lines.append(
+                f"best validation {name} {number(best[name])} at step {best['step']} ({best_path})"
+            )
+        if summary["test"]:
+            lines.append(f"test {metrics_text(summary['test'])}")
+        self.display.line(" · ".join(lines))
 
-    def _interrupt(self) -> None:
-        name = signal.Signals(self._stop_signal).name
-        log.warning(
-            "%s received: saving at global step %d and stopping", name, self.state.global_step
-        )
-        if self.state.last_save_step != self.state.global_step:
-            self.save()
-        raise TrainingInterrupted(self._stop_signal, self.state.global_step)
-
-    # --- helpers --------------------------------------------------------------------------------
+    # --- checks before anything is written ------------------------------------------------------
     def _check_parts(self) -> None:
         if not isinstance(self.model, Model):
             raise ModelError(
@@ -573,7 +659,59 @@ class MLProject:
                 "DatasetFactory; use DatasetFactory(train_set=..., test_set=...)"
             )
         benchmark_goal(self.model)
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        if trainable and not self.model.optimizers():
+            raise ModelError(
+                f"{type(self.model).__name__} has {trainable} trainable parameters but no "
+                "optimizer among its attributes (or in a list, tuple or dict attribute), so "
+                "nothing could be saved or resumed. Set e.g. self.opt = torch.optim.Adam(...)"
+            )
+        plateau = isinstance(getattr(self.model, "scheduler", None), _PLATEAU)
+        if isinstance(self.model, ProxyModel) and plateau:
+            if self.datasets.validation_loader() is None:
+                raise ModelError(
+                    "ReduceLROnPlateau steps on the validation value of the benchmark metric, "
+                    "and this project has no validation set (stepping on test data would select "
+                    "on it). Add a validation set, or use another scheduler"
+                )
 
+    def _place_model(self) -> torch.device:
+        """``device`` None keeps the model where ``get_model`` put it; an explicit one moves it
+        (said in one line when get_model had put it on an accelerator)."""
+        current = self.model.device
+        wanted = self.config["device"]
+        device = current if wanted is None else resolve_device(wanted)
+        if wanted is not None and current.type != "cpu" and current != device:
+            self.display.line(f"device={wanted!r}: moving the model from {current} to {device}")
+        self.model.to(device)
+        self.config["device"] = str(device)
+        return device
+
+    def _preflight(self) -> None:
+        """Run one validation (else test) batch through ``test_batch`` and check its outputs,
+        so a broken contract shows before any folder or file exists. RNG states are kept."""
+        validation = self.datasets.validation_loader()
+        loader = validation if validation is not None else self.datasets.test_loader()
+        if loader is None:
+            return
+        protect_workers(loader)
+        generators = _generators(self.train_loader)
+        rng = checkpoint.rng_state(generators)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            batch = next(iter(loader), None)
+            if batch is None:
+                return
+            with torch.no_grad():
+                outputs = self.model.test_batch(self.model.to_device(batch))
+        finally:
+            self.model.train(was_training)
+            checkpoint.set_rng_state(rng, generators)
+        needed = [self.model.benchmark_metric] if validation is not None else []
+        scalars(outputs, "test_batch", needed)
+
+    # --- helpers --------------------------------------------------------------------------------
     def _run_name(self) -> str:
         run_id = getattr(self.run, "_id", None)
         if run_id is None:
@@ -595,11 +733,9 @@ class MLProject:
 
     def _train_scalars(self, outputs: dict[str, Any]) -> dict[str, Any]:
         keys = self.model.metrics
-        values = (
-            {k: v for k, v in outputs.items() if is_scalar(v)}
-            if keys is None
-            else {k: outputs[k] for k in keys if k in outputs}
-        )
+        values = dict(scalars(outputs, "train_batch")) if keys is None else {
+            k: outputs[k] for k in keys if k in outputs
+        }  # fmt: skip
         for key, group in self._lr_groups():
             values[key] = group["lr"]
         if not self.nonfinite.stops:
@@ -625,6 +761,29 @@ class MLProject:
         return self._lr_names
 
 
+_PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
+
+
+def _refuse_misfit(
+    path: Path,
+    payload: checkpoint.Checkpoint,
+    model: Model,
+    kinds: tuple[str, ...],
+    what: str = "resume",
+) -> None:
+    """Raise CheckpointError listing what of ``kinds`` differs between checkpoint and model."""
+    differences = checkpoint.structure_differences(
+        payload["model"]["structure"], model.structure(), kinds
+    )
+    if differences:
+        hint = "\n(init_from_optimizer=False takes the weights only)" if what == "init_from" else ""
+        raise CheckpointError(
+            f"cannot {what} from {path}: the model does not fit it:\n  - "
+            + "\n  - ".join(differences)
+            + hint
+        )
+
+
 def _generators(loader: Any) -> list[torch.Generator]:
     """The private torch generators a DataLoader draws from, if it was given any."""
     found = []
@@ -645,14 +804,3 @@ def _batch_size(batch: Any) -> int:
             if torch.is_tensor(item) or isinstance(item, list | tuple | Mapping):
                 return _batch_size(item)
     return 1
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as plain data (dicts, lists, str, numbers, None) for checkpoints and JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)

@@ -1,5 +1,11 @@
 """RunDir: a run's folder under ``model_dir``: its name, its lock and its run.json.
 
+run.json says what the run is and how it stands: ``name``, ``prefix``, ``model``, the
+``config`` it was started with, its ``sequence`` number among the runs of ``model_dir`` and
+``created`` time (which order the runs, whatever the files' timestamps say), its ``parent``
+(a fork's checkpoint and step), ``status`` (running, completed, interrupted, failed; a
+"running" run whose lock is free died without a word) and, once completed, its ``summary``.
+
 The lock is a POSIX record lock (``fcntl.lockf``) on ``<run>/lock``, whose text names the
 holder. Unlike ``flock``, a record lock belongs to the process, not to the open file, so
 DataLoader workers forked from the trainer never hold it: when the trainer dies, its lock
@@ -12,6 +18,7 @@ import itertools
 import json
 import os
 import socket
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -44,19 +51,42 @@ def create(model_dir: Path, name: str, tensorboard_dir: Path | None = None) -> R
     raise AssertionError("unreachable")
 
 
-def find_latest(model_dir: Path, match: Callable[[dict[str, Any]], bool]) -> Path | None:
-    """The most recently used run folder of ``model_dir`` whose run.json satisfies ``match``."""
+def runs(model_dir: Path) -> list[tuple[dict[str, Any], Path]]:
+    """(run.json, folder) of every run of ``model_dir``, oldest first by what run.json records."""
     found = []
     for info_path in model_dir.glob(f"*/{checkpoint.RUN_INFO_NAME}"):
         try:
             info = json.loads(info_path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(info, dict) and match(info):
-            run_dir = info_path.parent
-            newest = max((p.stat().st_mtime for p in run_dir.iterdir()), default=0.0)
-            found.append((newest, run_dir))
-    return max(found)[1] if found else None
+        if isinstance(info, dict):
+            found.append((info, info_path.parent))
+
+    def order(item: tuple[dict[str, Any], Path]) -> tuple[float, float, str]:
+        info, path = item
+        return (_number(info.get("sequence")), _number(info.get("created")), path.name)
+
+    return sorted(found, key=order)
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def find_latest(model_dir: Path, match: Callable[[dict[str, Any]], bool]) -> Path | None:
+    """The newest run folder of ``model_dir`` whose run.json satisfies ``match``."""
+    found = [path for info, path in runs(model_dir) if match(info)]
+    return found[-1] if found else None
+
+
+def new_info(name: str, prefix: str, model: str, config: dict[str, Any], model_dir: Path,
+             parent: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The run.json of a new run: the next sequence number of ``model_dir``, now as created."""
+    sequence = 1 + max((int(_number(i.get("sequence"))) for i, _ in runs(model_dir)), default=0)
+    return {
+        "name": name, "prefix": prefix, "model": model, "config": config,
+        "sequence": sequence, "created": time.time(), "parent": parent, "status": "running",
+    }  # fmt: skip
 
 
 class RunDir:
@@ -88,6 +118,10 @@ class RunDir:
         """Write run.json atomically."""
         data = json.dumps(info, indent=2).encode()
         checkpoint.write_atomic(self.path / checkpoint.RUN_INFO_NAME, data)
+
+    def update_info(self, **fields: Any) -> None:
+        """Change some fields of run.json (only the lock holder may)."""
+        self.write_info({**self.info(), **fields})
 
     def lock(self) -> None:
         """Take the folder's lock, or raise RunLockedError naming the live process holding it."""

@@ -63,12 +63,14 @@ class RunInfo:
         dir: the run folder (checkpoints, run.json).
         config: the resolved config as plain data (dicts, lists, str, numbers, None).
         step: the global step training starts from (0 for a new run, else the checkpoint's).
+        parent: for a fork, the checkpoint it started from and its step; else None.
     """
 
     name: str
     dir: Path
     config: dict[str, Any]
     step: int = 0
+    parent: dict[str, Any] | None = None
 
 
 class Sink:
@@ -120,6 +122,13 @@ class SacredSink(Sink):
 
     def __init__(self, run: Any):
         self.run = run
+
+    def open(self, run: RunInfo, state: dict[str, Any] | None) -> None:
+        # where the run's files are, in sacred's record (run.json "info" with a FileStorage)
+        self.run.info["mlproject"] = {
+            "run_dir": str(run.dir), "device": run.config.get("device"),
+            "resumed_at_step": run.step, "parent": run.parent,
+        }  # fmt: skip
 
     def write(self, scalars: list[Scalar]) -> None:
         log_scalar = self.run.log_scalar

@@ -18,6 +18,7 @@ class TrainState:
         last_eval_step: the global step of the last evaluation (-1 before any).
         last_save_step: the global step of the last periodic checkpoint (-1 before any).
         skipped_steps: steps whose loss was NaN/inf and were skipped (nonfinite='skip').
+        batches_per_epoch: the training loader's length when this state was saved (0: unknown).
     """
 
     epoch: int = 0
@@ -28,6 +29,7 @@ class TrainState:
     last_eval_step: int = -1
     last_save_step: int = -1
     skipped_steps: int = 0
+    batches_per_epoch: int = 0
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -22,11 +22,11 @@ def run(tmp_path: Path, *updates: str) -> subprocess.CompletedProcess:
     [
         (["n_epoch=3"], ["unknown key 'n_epoch'", "did you mean 'n_epochs'?"]),
         (
-            ["n_epochs=ten", "n_global_iterations=0", "device=gpu", "save_iterations=-3"],
+            ["n_epochs=ten", "n_global_iterations=-1", "device=gpu", "save_iterations=-3"],
             [
                 "invalid config (4 problems)",
                 "n_epochs='ten' must be a positive int",
-                "n_global_iterations=0 must be a positive int",
+                "n_global_iterations=-1 must be a positive int",
                 "device='gpu' is not a device name",
                 "save_iterations=-3 must be a positive int (steps), 'epoch'",
             ],

@@ -17,7 +17,7 @@ def test_defaults_are_the_documented_ones():
     assert DEFAULTS["n_epochs"] == 10
     assert DEFAULTS["n_global_iterations"] is None
     assert DEFAULTS["model_dir"] is None
-    assert DEFAULTS["device"] == "cpu"
+    assert DEFAULTS["device"] is None  # where get_model put the model
     assert DEFAULTS["tensorboard_dir"] is None
     assert DEFAULTS["log_iteration_scalars"] == 1
     assert DEFAULTS["log_iteration_all"] == "epoch"
@@ -43,6 +43,22 @@ def test_config_error_is_a_value_error():
         validate_config({"model_dir": "runs", "n_epochs": -1})
 
 
+def test_n_global_iterations_zero_means_not_set_as_in_the_original_design():
+    assert validate_config({"model_dir": "runs", "n_global_iterations": 0})[
+        "n_global_iterations"
+    ] is None
+
+
+@pytest.mark.parametrize("key", ["model_dir", "tensorboard_dir"])
+def test_a_folder_key_naming_a_file_is_refused(tmp_path, key):
+    (tmp_path / "taken").write_text("a file")
+    config = {"model_dir": str(tmp_path / "m"), key: str(tmp_path / "taken" / "sub")}
+    with pytest.raises(ConfigError, match=f"{key}=.* cannot be created: .*taken is a file"):
+        validate_config(config)
+    with pytest.raises(ConfigError, match=f"{key}=.* is a file, not a folder"):
+        validate_config({**config, key: str(tmp_path / "taken")})
+
+
 def test_model_dir_is_required():
     with pytest.raises(ConfigError, match="model_dir"):
         validate_config({})
@@ -56,13 +72,14 @@ def test_model_dir_is_required():
         ("n_epochs", -1, "positive int"),
         ("n_epochs", 0, "positive int"),
         ("n_epochs", True, "positive int"),
-        ("n_global_iterations", 0, "positive int"),
+        ("n_global_iterations", -1, "positive int"),
         ("n_global_iterations", "100", "positive int"),
         ("save_iterations", -3, "'epoch'"),
         ("save_iterations", None, "'epoch'"),
         ("log_iteration_all", "sometimes", "'epoch'"),
         ("log_iteration_scalars", 0, "positive int"),
-        ("keep_checkpoints", 0, "positive int"),
+        ("keep_checkpoints", 1, "int >= 2"),
+        ("keep_checkpoints", 0, "int >= 2"),
         ("prefix", "a/b", "folder name"),
         ("nonfinite", "ignore", "'skip'"),
         ("progress", "yes", "True or False"),

@@ -40,7 +40,7 @@ class ListSink(Sink):
 
 class FakeRun:
     def __init__(self):
-        self.scalars = []
+        self.scalars, self.info = [], {}
 
     def log_scalar(self, name, value, step):
         self.scalars.append((name, value, step))

@@ -1,8 +1,10 @@
 """Tests of mlproject.model: devices, ProxyModel's outputs, optimizer state, goals, NaN losses."""
 
 import io
+import re
 from collections import OrderedDict, namedtuple
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -236,11 +238,25 @@ def test_writer_outside_a_run_accepts_writer_calls_and_writes_nothing(tmp_path, 
     "outputs, expected",
     [
         ({"loss": torch.tensor(1.0), "n": 3, "f": 0.5}, {"loss", "n", "f"}),
-        ({"loss": 1.0, "vector": torch.ones(3), "flag": True, "name": "x"}, {"loss"}),
+        ({"loss": 1.0}, {"loss"}),
     ],
 )
 def test_scalars_keeps_numbers_and_zero_dim_tensors(outputs, expected):
     assert set(scalars(outputs, "train_batch")) == expected
+
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        (torch.ones(3), "Tensor of shape (3,)"),
+        (np.zeros(2), "ndarray of shape (2,)"),
+        (True, "bool"),
+        ("x", "str"),
+    ],
+)
+def test_a_value_that_is_not_a_scalar_is_named_never_dropped(value, shown):
+    with pytest.raises(ModelError, match=f"train_batch returned 'extra' as {re.escape(shown)};"):
+        scalars({"loss": 1.0, "extra": value}, "train_batch")
 
 
 @pytest.mark.parametrize(
@@ -249,7 +265,7 @@ def test_scalars_keeps_numbers_and_zero_dim_tensors(outputs, expected):
         (torch.tensor(1.0), None, "must return a dict"),
         ([1.0], None, "must return a dict"),
         ({"loss": 1.0}, ["accuracy"], "no 'accuracy'"),
-        ({"loss": torch.ones(2)}, ["loss"], "0-d tensors"),
+        ({"loss": torch.ones(2)}, ["loss"], "0-d tensor"),
     ],
 )
 def test_scalars_rejects_what_breaks_the_contract(outputs, keys, match):

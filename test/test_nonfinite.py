@@ -15,10 +15,16 @@ sys.path.insert(0, str(Path(__file__).parent / "scripts"))
 from resumable import Resumable, in_process_config  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def nan_at_step_4(monkeypatch):
+    monkeypatch.setenv("FAULT_AT", "4")
+    monkeypatch.setenv("FAULT_SIGNAL", "-1")
+
+
 def config(tmp_path: Path, **updates) -> dict:
-    """Two epochs of 5 steps, with a NaN loss injected at step 4."""
-    base = {"tensorboard_dir": str(tmp_path / "tb"), "n_epochs": 2, "fault_at": 4}
-    return in_process_config(tmp_path / "m", fault_signal=-1, **{**base, **updates})
+    """Two epochs of 5 steps; a NaN loss is injected at step 4 (the fixture above)."""
+    base = {"tensorboard_dir": str(tmp_path / "tb"), "n_epochs": 2}
+    return in_process_config(tmp_path / "m", **{**base, **updates})
 
 
 def test_nan_loss_stops_the_run_naming_the_step_with_only_finite_checkpoints(tmp_path):

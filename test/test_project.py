@@ -90,6 +90,7 @@ class FakeRun:
         self.config_modifications = type("Mods", (), {"added": set(added)})()
         self.scalars = []
         self.artifacts = []
+        self.info = {}
 
     def log_scalar(self, name, value, step):
         self.scalars.append((name, value, step))
@@ -247,7 +248,8 @@ def test_evaluation_runs_in_eval_mode_under_no_grad(build):
     project = build(n_epochs=2)
     project.train()
     evals = project.model.evals
-    assert {steps for steps, _, _ in evals} == {4, 8}
+    assert {steps for steps, _, _ in evals} == {0, 4, 8}
+    assert len([e for e in evals if e[0] == 0]) == 1  # the one batch checked before step 1
     assert all(not training and not grad for _, training, grad in evals)
 
 
@@ -451,24 +453,20 @@ def test_checkpoint_holds_weights_optimizer_counters_and_config_as_plain_data(bu
     assert is_plain(payload["config"])
 
 
-def test_load_restores_a_project_that_trains_on(build, project_class, tmp_path):
+def test_load_forks_a_new_run_from_the_checkpoint_weights(build, tmp_path):
     project = build(n_epochs=2)
     project.train()
     path = project.run_dir / "checkpoint-000000008.pt"
     cls = type(project)
-    loaded = cls.load(path)
-    assert type(loaded) is cls
-    assert loaded.config["n_epochs"] == 2
-    assert loaded.state.global_step == 8
+    fork = cls.load(path, n_epochs=1)
+    assert type(fork) is cls
+    assert (fork.config["n_epochs"], fork.config["init_from"]) == (1, str(path))
+    assert fork.state.global_step == 0  # a new run: its own steps, from the parent's weights
     for key, value in project.model.state_dict().items():
-        assert torch.equal(loaded.model.state_dict()[key], value)
-
-    longer = cls.load(path, n_epochs=3)
-    summary = longer.train()
-    assert (summary["global_step"], summary["epochs"]) == (12, 3)
-    assert len(longer.model.steps) == 4
-    assert longer.run_dir == project.run_dir
-    assert (project.run_dir / "checkpoint-000000012.pt").is_file()
+        assert torch.equal(fork.model.state_dict()[key], value)
+    summary = fork.train()
+    assert (summary["global_step"], summary["epochs"]) == (4, 1)
+    assert fork.run_dir != project.run_dir
 
 
 # --- contract errors ----------------------------------------------------------------------------
@@ -525,10 +523,10 @@ def test_benchmark_goal_missing_fails_at_construction(build, tmp_path):
     assert not (tmp_path / "models").exists()
 
 
-def test_benchmark_metric_missing_from_test_outputs_is_a_model_error(build):
-    project = build(model=functools.partial(Recording, metric="f1", goal="max"))
-    with pytest.raises(ModelError, match="'f1'"):
-        project.train()
+def test_benchmark_metric_missing_from_test_outputs_is_refused_before_any_file(build, tmp_path):
+    with pytest.raises(ModelError, match="test_batch returned no 'f1'"):
+        build(model=functools.partial(Recording, metric="f1", goal="max"))
+    assert not (tmp_path / "models").exists()
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,12 @@ COMMON = ["n_epochs=4", "seed=1", "save_iterations=3"]  # 5 batches per epoch: 2
 
 
 def run_script(
-    tmp: Path, *updates: str, observer: Path | None = None
+    tmp: Path, *updates: str, observer: Path | None = None, fault: tuple[int, int] | None = None
 ) -> subprocess.CompletedProcess:
+    """Run the resumable script; ``fault=(step, signal)`` injects a fault (see its docstring)."""
+    env = dict(os.environ)
+    if fault is not None:
+        env["FAULT_AT"], env["FAULT_SIGNAL"] = str(fault[0]), str(int(fault[1]))
     args = [sys.executable, str(SCRIPT), "-l", "WARNING"]
     if observer is not None:
         args += ["-F", str(observer)]
@@ -36,7 +40,7 @@ def run_script(
         *COMMON,
         *updates,
     ]
-    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
 
 
 def last_checkpoint(tmp: Path) -> dict:
@@ -120,17 +124,15 @@ def straight(tmp_path_factory) -> dict[int, Path]:
 )
 def test_stopped_run_resumes_bit_for_bit(tmp_path, straight, sig, step, workers, code):
     observer = tmp_path / "sacred"
-    stopped = run_script(
-        tmp_path, "resume=auto", f"fault_at={step}", f"fault_signal={int(sig)}",
-        f"num_workers={workers}", observer=observer,
-    )  # fmt: skip
+    command = ("resume=auto", f"num_workers={workers}")
+    stopped = run_script(tmp_path, *command, observer=observer, fault=(step, sig))
     assert stopped.returncode == code, stopped.stderr
     status = json.loads((observer / "1" / "run.json").read_text())["status"]
     expected = {signal.SIGTERM: "INTERRUPTED", signal.SIGINT: "INTERRUPTED", 0: "FAILED"}
     assert status == expected.get(sig, "RUNNING")  # SIGKILL leaves no chance to say anything
     if sig in (signal.SIGTERM, signal.SIGINT):  # saved at the step boundary after the signal
         assert last_checkpoint(tmp_path)["state"]["global_step"] == step
-    resumed = run_script(tmp_path, "resume=auto", f"num_workers={workers}", observer=observer)
+    resumed = run_script(tmp_path, *command, observer=observer)  # the same command again
     assert resumed.returncode == 0, resumed.stderr
     assert len(list((tmp_path / "models").iterdir())) == 1, "resume must reuse the run folder"
     assert json.loads((observer / "2" / "run.json").read_text())["status"] == "COMPLETED"
@@ -158,24 +160,26 @@ def final_state(model_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_resume_after_every_step_equals_straight_run(tmp_path):
+def test_resume_after_every_step_equals_straight_run(tmp_path, monkeypatch):
     Resumable(tiny_config(tmp_path / "straight")).train()
     reference = final_state(tmp_path / "straight")
     assert reference["state"]["global_step"] == 10
     for k in range(1, 10):
         model_dir = tmp_path / f"stop{k}"
+        monkeypatch.setenv("FAULT_AT", str(k + 1))
+        monkeypatch.setenv("FAULT_SIGNAL", "0")
         with pytest.raises(RuntimeError, match=f"injected failure at step {k + 1}"):
-            Resumable(tiny_config(model_dir, fault_at=k + 1)).train()
-        assert final_state(model_dir)["state"]["global_step"] == k
-        with pytest.warns(UserWarning, match=f"changed config keys: fault_at: {k + 1} -> None"):
             Resumable(tiny_config(model_dir, resume="auto")).train()
+        assert final_state(model_dir)["state"]["global_step"] == k
+        monkeypatch.delenv("FAULT_AT")
+        Resumable(tiny_config(model_dir, resume="auto")).train()
         resumed = final_state(model_dir)
         for key in ("model", "state", "rng"):
             assert_same(reference[key], resumed[key], f"stop at {k}: {key}")
 
 
 def test_resume_path_accepts_a_file_or_a_run_folder(tmp_path):
-    Resumable(tiny_config(tmp_path / "m", n_epochs=1)).train()
+    Resumable(tiny_config(tmp_path / "m", n_epochs=1, keep_checkpoints=None)).train()
     (run_dir,) = (tmp_path / "m").iterdir()
     first = run_dir / "checkpoint-000000002.pt"
     project = Resumable(tiny_config(tmp_path / "m", resume=str(first)))

@@ -2,9 +2,10 @@
 """A small run with every source of randomness a resume must reproduce, and fault injection.
 
 Shuffled DataLoader (optionally with workers), random per-sample noise, dropout, Adam and a
-StepLR scheduler. ``fault_at=K`` makes the model signal its own process (``fault_signal``)
-during global step K, or raise (``fault_signal=0``), or write a NaN loss (``fault_signal=-1``):
-faults injected deterministically, at a known step.
+StepLR scheduler. The environment variable ``FAULT_AT=K`` makes the model signal its own
+process (``FAULT_SIGNAL``, default 15) during global step K, or raise (``FAULT_SIGNAL=0``), or
+write a NaN loss (``FAULT_SIGNAL=-1``): faults injected deterministically, at a known step.
+They come from the environment, not the config, so that the resumed command is the same one.
 """
 
 import os
@@ -25,8 +26,6 @@ def config():
     num_workers = 0  # noqa: F841
     drop_last = False  # noqa: F841
     hidden = 16  # noqa: F841
-    fault_at = None  # noqa: F841
-    fault_signal = 15  # noqa: F841
     progress = False  # noqa: F841
 
 
@@ -38,7 +37,7 @@ def in_process_config(model_dir, **updates) -> dict:
     config = {
         "model_dir": str(model_dir), "n_epochs": 1, "seed": 3, "save_iterations": 1,
         "n_samples": 40, "batch_size": 8, "num_workers": 0, "drop_last": False, "hidden": 8,
-        "fault_at": None, "fault_signal": 0, "progress": False,
+        "progress": False,
     }  # fmt: skip
     return {**config, **updates}
 
@@ -56,6 +55,12 @@ class Noisy(Dataset):
 
     def __getitem__(self, i):
         return self.x[i] + 0.1 * torch.randn(4), self.y[i]
+
+
+def injected_fault() -> tuple[int | None, int]:
+    """(step, signal) from FAULT_AT and FAULT_SIGNAL; step None when no fault is asked for."""
+    at = os.environ.get("FAULT_AT")
+    return (int(at) if at else None), int(os.environ.get("FAULT_SIGNAL", "15"))
 
 
 class Net(Model):
@@ -113,7 +118,7 @@ class Resumable(MLProject):
 
     @staticmethod
     def get_model(config):
-        return Net(config["hidden"], config["fault_at"], config["fault_signal"])
+        return Net(config["hidden"], *injected_fault())
 
 
 @ex.automain

@@ -27,7 +27,6 @@ from mlproject.config import DEFAULTS, resolve_device, validate_config
 from mlproject.data.factory import DatasetFactory, check_loader
 from mlproject.errors import (
     CheckpointError,
-    ConfigError,
     ModelError,
     NonFiniteLossError,
     TrainingInterrupted,
@@ -104,13 +103,9 @@ class MLProject:
     @classmethod
     def from_run(cls, run: Any) -> MLProject:
         """Build the project from a sacred run (``_run`` in a sacred main function)."""
-        added = getattr(getattr(run, "config_modifications", None), "added", ())
-        if added:
-            raise ConfigError(
-                f"unknown config key(s) {sorted(added)}: they are set on the command line but "
-                "declared nowhere. Check the spelling (`./main.py print_config` lists the keys)"
-            )
-        return cls(dict(run.config), run=run)
+        from mlproject.experiment import config_from_run  # sacred loads only for sacred runs
+
+        return cls(config_from_run(run), run=run)
 
     @classmethod
     def load(cls, path: str | os.PathLike, **overrides: Any) -> MLProject:

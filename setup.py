@@ -22,8 +22,18 @@ setup(
         "setuptools<81",
     ],
     extras_require={
-        # tensorboard provides the real event-file reader the tests check our files with.
-        "dev": ["pytest", "ruff", "tensorboard"],
+        # tensorboard provides the real event-file reader the tests check our files with;
+        # sqlalchemy + psycopg2-binary and pymongo + mongomock let the tests run sacred's
+        # SqlObserver on SQLite and PostgreSQL, and its MongoObserver without a server.
+        "dev": [
+            "pytest",
+            "ruff",
+            "tensorboard",
+            "sqlalchemy",
+            "psycopg2-binary",
+            "pymongo",
+            "mongomock",
+        ],
         "examples": ["scikit-learn"],
         "bench": ["lightning"],
     },

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -372,3 +373,87 @@ def test_config_from_run_accepts_framework_keys_and_refuses_keys_declared_nowher
     with pytest.raises(mlproject.ConfigError, match="'optim.lrr' .*did you mean 'optim.lr'"):
         config_from_run(fake_run(added={"optim.lrr"}))
     assert config_from_run(fake_run(added={"optim.lrr"}, force=True))["optim"]["lrr"] == 0.2
+
+
+# --- importing: no sacred for `import mlproject`; sacred on Python 3.14 and setuptools>=81 ------
+def python(code: str, *args: str, cwd: Path) -> dict:
+    """Run ``code`` as a program with this interpreter; return the JSON it prints last."""
+    script = cwd / "program.py"
+    script.write_text(code)
+    done = subprocess.run(
+        [sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_import_mlproject_needs_no_sacred_and_changes_no_global_state(tmp_path):
+    code = """if True:
+        import json, sys, warnings
+        sys.modules["sacred"] = None  # importing sacred now fails
+        import numpy, torch, tqdm.auto  # mlproject's dependencies: their own filters first
+        filters = list(warnings.filters)
+        import mlproject
+        mlproject.MLProject, mlproject.ConfigError
+        try:
+            mlproject.Experiment
+        except ImportError as err:
+            error = str(err)
+        print(json.dumps({"filters": warnings.filters == filters, "error": error}))
+    """
+    assert python(code, cwd=tmp_path) == {
+        "filters": True,
+        "error": "import of sacred halted; None in sys.modules",
+    }
+
+
+# A program that removes what Python 3.14 (pkgutil.find_loader) and setuptools>=81
+# (pkg_resources) no longer have, then runs an Experiment and reports what sacred recorded.
+WITHOUT = '''"""Run an mlproject.Experiment without some of what sacred 0.8.7 imports."""
+import json, pkgutil, sys, warnings
+removed = sys.argv[1:]
+if "find_loader" in removed:
+    del pkgutil.find_loader
+if "pkg_resources" in removed:
+    sys.modules["pkg_resources"] = None  # `import pkg_resources` raises ModuleNotFoundError
+import torch
+import mlproject
+warnings.simplefilter("error")  # a deprecation warning while sacred imports fails the program
+filters = list(warnings.filters)
+Experiment = mlproject.Experiment
+unchanged = warnings.filters == filters
+warnings.resetwarnings()
+import sacred.optional
+ex = Experiment()
+ex.add_config(model_dir="runs")
+@ex.main
+def main():
+    return 0.5
+run = ex.run(options={"--capture": "no"})
+print(json.dumps({
+    "result": run.result,
+    "dependencies": ex.get_experiment_info()["dependencies"],
+    "has_sqlalchemy": sacred.optional.has_sqlalchemy,
+    "find_loader": hasattr(pkgutil, "find_loader"),
+    "pkg_resources": repr(sys.modules.get("pkg_resources", "absent")),
+    "filters": unchanged,
+}))
+'''
+
+
+@pytest.mark.parametrize(
+    "removed, pkg_resources",
+    [([], "'absent'"), (["find_loader"], "'absent'"), (["pkg_resources"], "None")]
+    + [(["find_loader", "pkg_resources"], "None")],
+)
+def test_sacred_imports_through_mlproject_without_find_loader_or_pkg_resources(
+    tmp_path, removed, pkg_resources
+):
+    report = python(WITHOUT, *removed, cwd=tmp_path)
+    assert report["result"] == 0.5
+    assert f"torch=={importlib.metadata.version('torch')}" in report["dependencies"]
+    assert report["has_sqlalchemy"] is True  # sacred.optional asked find_loader
+    # Only for sacred's import: afterwards pkgutil, sys.modules and the filters are as before.
+    assert report["find_loader"] is ("find_loader" not in removed)
+    assert report["pkg_resources"] == pkg_resources
+    assert report["filters"] is True

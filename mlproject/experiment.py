@@ -189,8 +189,9 @@ class Experiment(sacred.Experiment):
     """A sacred Experiment whose config starts from mlproject's defaults.
 
     It takes sacred's arguments (an unnamed ``Experiment()`` is named after its main file) and
-    records what plain sacred records: the user's main file, its sources and dependencies.
-    The run's result is ``summary_result(summary)``; the summary is in ``_run.info["summary"]``.
+    records what plain sacred records: the user's main file, its sources and dependencies. A
+    key that no config scope declares raises ``ConfigError`` before the run starts. The run's
+    result is ``summary_result(summary)``; the summary is in ``_run.info["summary"]``.
 
     Example:
         >>> ex = Experiment("digits")
@@ -210,6 +211,7 @@ class Experiment(sacred.Experiment):
     _on_command_line = False
 
     def _prepare(self) -> None:
+        """Add the framework's parts once, before the first run is built (see the class note)."""
         if self._prepared:
             return
         self._prepared = True

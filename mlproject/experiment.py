@@ -11,6 +11,7 @@ setuptools>=81 (see ``_sacred_compat``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import difflib
 import functools
@@ -398,6 +399,8 @@ def _terminal() -> Any:
     Progress bars written to it reach the terminal but never the run's captured output.
     """
     try:
-        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8")
+        stream = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8")
     except (AttributeError, OSError, ValueError):  # no real stderr (e.g. a notebook)
         return None
+    atexit.register(stream.close)  # one per process, open until exit
+    return stream

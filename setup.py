@@ -26,9 +26,20 @@ setup(
         "setuptools<81",
     ],
     extras_require={
-        # tensorboard provides the real event-file reader the tests check our files with.
-        # matplotlib: the test of SummaryWriter.add_figure.
-        "dev": ["pytest", "ruff", "tensorboard", "matplotlib"],
+        # tensorboard provides the real event-file reader the tests check our files with;
+        # matplotlib the test of SummaryWriter.add_figure; sqlalchemy + psycopg2-binary and
+        # pymongo + mongomock let the tests run sacred's SqlObserver on SQLite and PostgreSQL,
+        # and its MongoObserver without a server.
+        "dev": [
+            "pytest",
+            "ruff",
+            "tensorboard",
+            "matplotlib",
+            "sqlalchemy",
+            "psycopg2-binary",
+            "pymongo",
+            "mongomock",
+        ],
         "examples": ["scikit-learn"],
         "bench": ["lightning"],
     },

@@ -20,9 +20,22 @@ from mlproject.errors import (
     RunLockedError,
     TrainingInterrupted,
 )
-from mlproject.experiment import Experiment
 from mlproject.model import LogLevel, Model, ProxyModel
 from mlproject.project import MLProject
+
+
+def __getattr__(name: str):
+    # mlproject.Experiment loads sacred on first use: `import mlproject` needs no sacred.
+    if name == "Experiment":
+        from mlproject.experiment import Experiment
+
+        return Experiment
+    raise AttributeError(f"module 'mlproject' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"Experiment"})
+
 
 __all__ = [
     "DEFAULTS",

@@ -121,11 +121,18 @@ def _disk_full_message(path: Path, written: int) -> str:
     sizes = [p.stat().st_size for _, p in periodic(path.parent)] or [written]
     need, free = max(max(sizes), written), shutil.disk_usage(path.parent).free
     return (
-        f"no space left to write {path.name} in {path.parent}: it needs about "
-        f"{need / 1e6:.1f} MB and {free / 1e6:.1f} MB are free. Free at least "
-        f"{max(need - free, 0) / 1e6:.1f} MB (or use keep_checkpoints=2), then run the same "
-        "command with resume=auto: every earlier checkpoint is intact"
+        f"no space left to write {path.name} in {path.parent}: it needs about {_size(need)} "
+        f"and {_size(free)} are free. Free at least {_size(max(need - free, 0))} (or keep fewer "
+        "checkpoints: keep_checkpoints=2), then run the same command with resume=auto: every "
+        "earlier checkpoint is intact"
     )
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def write_atomic(path: Path, data: bytes) -> None:

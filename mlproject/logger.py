@@ -9,12 +9,14 @@ are not on disk) and when the run ends.
 
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mlproject.errors import DiskFullError
 from mlproject.nonfinite import NonFinitePolicy
 from mlproject.sinks import RunInfo, Scalar, Sink
 
@@ -84,9 +86,17 @@ class Logger:
             total[0] += value
             total[1] += 1
         for sink in self.sinks:
-            if batch:
-                sink.write(batch)
-            sink.flush()
+            try:
+                if batch:
+                    sink.write(batch)
+                sink.flush()
+            except OSError as err:
+                if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise DiskFullError(
+                    f"no space left for the {sink.name} sink's records: {err}. Free space, "
+                    "then run the same command with resume=auto"
+                ) from err
         if check:
             self.nonfinite.check_logged(batch)
 
@@ -106,18 +116,23 @@ class Logger:
             sink.artifact(path)
 
     def close(self, status: str) -> None:
-        """Flush what is buffered (without the NaN check) and close every sink."""
+        """Flush what is buffered (without the NaN check) and close every sink.
+
+        Every sink is closed even when the flush or another sink fails; the first error is
+        raised afterwards.
+        """
+        errors = []
         try:
             self.flush(check=False)
-        finally:
-            errors = []
-            for sink in self.sinks:
-                try:
-                    sink.close(status)
-                except Exception as err:  # close the others, then report the first
-                    errors.append(err)
-            if errors:
-                raise errors[0]
+        except Exception as err:
+            errors.append(err)
+        for sink in self.sinks:
+            try:
+                sink.close(status)
+            except Exception as err:
+                errors.append(err)
+        if errors:
+            raise errors[0]
 
 
 def _floats(values: list[Any]) -> list[float]:

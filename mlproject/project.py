@@ -211,7 +211,10 @@ class MLProject:
             self.logger.log("train", self._train_scalars(outputs), state.global_step)
         self._bar.update(outputs)
         if self._save_every and state.global_step % self._save_every == 0:
-            self.save()
+            if state.batch_in_epoch < self.n_batches:
+                self.save()
+            else:  # the epoch's last step: saved after its end, so the checkpoint holds both
+                self._save_due = True
         if self._stops.received is not None:
             self._interrupt()
         self.logger.maybe_flush()
@@ -236,7 +239,8 @@ class MLProject:
         self.evaluate_and_select()
         self.model.on_epoch_end(self.state.epoch)
         self.model.train()
-        if self.config["save_iterations"] == "epoch":
+        if self.config["save_iterations"] == "epoch" or self._save_due:
+            self._save_due = False
             self.save()
 
     def end_training(self) -> None:
@@ -471,6 +475,7 @@ class MLProject:
     def _session(self) -> Iterator[None]:
         self._open_run()
         self._checked = False
+        self._save_due = False
         self._lr_names: list[tuple[str, dict[str, Any]]] | None = None
         self._epoch_finished = False
         self._epoch_started = self._last_line = time.monotonic()
@@ -482,17 +487,19 @@ class MLProject:
         if self.config["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # CUDA needs it
             torch.use_deterministic_algorithms(True)
-        status = FAILED
         try:
             with self._stops.deferred():
                 yield
-            status = COMPLETED
         except KeyboardInterrupt:  # TrainingInterrupted, or Ctrl-C outside the loop
-            status = INTERRUPTED
+            self._close_run(INTERRUPTED, ending=True)
             raise
+        except BaseException:
+            self._close_run(FAILED, ending=True)
+            raise
+        else:
+            self._close_run(COMPLETED)
         finally:
             torch.use_deterministic_algorithms(deterministic)
-            self._close_run(status)
 
     def _open_run(self) -> None:
         """Create or reuse the run folder, take its lock, open the sinks, say where it all is."""
@@ -553,17 +560,23 @@ class MLProject:
         else:
             folder.update_info(status="running", summary=None)
 
-    def _close_run(self, status: str) -> None:
+    def _close_run(self, status: str, ending: bool = False) -> None:
+        """Close the sinks and record how the run ended; ``ending``: an error is on its way
+        out, and a failure to close is then a warning rather than a new error hiding it."""
         try:
             self.logger.close(status)
-        except BaseException:
+        except Exception as err:
             status = FAILED
-            raise
+            if not ending:
+                raise
+            warnings.warn(f"could not close the run's records: {err}", stacklevel=2)
         finally:
             try:
                 if self.world.writes:
                     summary = self.summary if status == COMPLETED else None
                     self.run_folder.update_info(status=status.lower(), summary=summary)
+            except OSError as err:  # e.g. a full disk: never hide why the run itself ended
+                warnings.warn(f"could not record the run's end in run.json: {err}", stacklevel=2)
             finally:
                 self._sink_states = self.logger.state()
                 self.model.writer = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +133,28 @@ def tb_images() -> Callable[[Path], dict[str, list[int]]]:
         return {tag: [e.step for e in acc.Images(tag)] for tag in acc.Tags()["images"]}
 
     return read
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Callable[[int], Path | None]]:
+    """``small_disk(kib)``: a folder on a real tmpfs of that size (unmounted afterwards), or
+    None where tmpfs cannot be mounted (not root): then a test injects ENOSPC instead."""
+    mounted = []
+
+    def make(kib: int) -> Path | None:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        if os.geteuid() != 0:
+            return None
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(folder)],
+            capture_output=True,
+        )
+        if done.returncode != 0:
+            return None
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

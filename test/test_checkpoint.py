@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import errno
 import json
+import re
 import signal
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ import torch
 
 import mlproject
 from mlproject import checkpoint
-from mlproject.errors import CheckpointError, TrainingInterrupted
+from mlproject.errors import CheckpointError, DiskFullError, TrainingInterrupted
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
 from resumable import Resumable, in_process_config  # noqa: E402
@@ -177,3 +179,57 @@ def test_every_torch_load_in_the_package_uses_weights_only_true():
         flags = {k.arg: k.value for k in node.keywords}
         assert isinstance(flags.get("weights_only"), ast.Constant), name
         assert flags["weights_only"].value is True, name
+
+
+def _no_space(monkeypatch, after: int) -> None:
+    """Make every torch.save after the first ``after`` fail as a full disk does (ENOSPC)."""
+    real_save, calls = torch.save, []
+
+    def full(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > after:
+            f.write(b"x" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+
+
+def test_a_full_disk_stops_with_the_space_needed_and_keeps_every_earlier_checkpoint(
+    tmp_path, small_disk, monkeypatch
+):
+    disk = small_disk(160)  # room for a few 36 kB checkpoints, then full
+    if disk is None:
+        disk = tmp_path / "disk"
+        _no_space(monkeypatch, after=3)
+    models = disk / "m"
+    with pytest.raises(DiskFullError) as full:
+        Resumable(config(models, n_epochs=50, keep_checkpoints=None)).train()
+    run_dir = run_dir_of(models)
+    assert re.search(
+        rf"no space left to write checkpoint-\d+\.pt in {re.escape(str(run_dir))}: it needs "
+        r"about [\d.]+ (kB|MB) and [\d.]+ (bytes|kB|MB) are free",
+        str(full.value),
+    )
+    assert not list(run_dir.glob("*.tmp"))
+    saved = [p for _, p in checkpoint.periodic(run_dir) if checkpoint.is_complete(p)]
+    assert saved and all(checkpoint.problem(p) is None for p in saved)
+
+
+def test_a_checkpoint_that_cannot_be_pruned_is_a_warning_and_pruning_retries_it(
+    tmp_path, monkeypatch
+):
+    real_unlink, refused = Path.unlink, []
+
+    def unlink(self, missing_ok=False):
+        if self.name == "checkpoint-000000001.pt" and not refused:
+            refused.append(self)
+            raise PermissionError(13, "Permission denied")
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.warns(UserWarning, match="could not delete old checkpoint .*checkpoint-000000001"):
+        summary = Resumable(config(tmp_path, keep_checkpoints=2)).train()
+    assert summary["global_step"] == 5  # training went on
+    names = sorted(p.name for p in run_dir_of(tmp_path).glob("checkpoint-*.pt"))
+    assert names == ["checkpoint-000000004.pt", "checkpoint-000000005.pt"]  # retried later

@@ -44,9 +44,10 @@ def test_config_error_is_a_value_error():
 
 
 def test_n_global_iterations_zero_means_not_set_as_in_the_original_design():
-    assert validate_config({"model_dir": "runs", "n_global_iterations": 0})[
-        "n_global_iterations"
-    ] is None
+    assert (
+        validate_config({"model_dir": "runs", "n_global_iterations": 0})["n_global_iterations"]
+        is None
+    )
 
 
 @pytest.mark.parametrize("key", ["model_dir", "tensorboard_dir"])
@@ -178,3 +179,28 @@ def test_readme_config_table_lists_every_default():
     table = readme_table()
     assert sorted(table) == sorted(DEFAULTS)
     assert table == {key: repr(value) for key, value in DEFAULTS.items()}
+
+
+def test_a_read_only_model_dir_is_refused_before_anything_is_made(tmp_path):
+    import os
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = (
+        os.geteuid() == 0
+        and (
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=16k", "tmpfs", str(folder)])
+        ).returncode
+        == 0
+    )
+    if not mounted:
+        folder.chmod(0o500)  # not root: the mode bits refuse the writes
+    try:
+        with pytest.raises(ConfigError, match="model_dir=.* is not writable here"):
+            validate_config({"model_dir": str(folder / "runs")})
+        assert not (folder / "runs").exists()
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+        folder.chmod(0o700)

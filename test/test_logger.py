@@ -114,3 +114,33 @@ def test_a_failing_sink_close_still_closes_the_others():
 
 def test_scalar_is_a_plain_tuple():
     assert tuple(Scalar("a/b", 1.0, 2, 3.0)) == ("a/b", 1.0, 2, 3.0)
+
+
+def test_a_full_disk_under_tensorboard_fails_the_run_like_any_other_write(
+    tmp_path, small_disk, monkeypatch
+):
+    import errno
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+    from resumable import Resumable, in_process_config
+
+    from mlproject import tensorboard
+    from mlproject.errors import DiskFullError
+
+    disk = small_disk(12)
+    if disk is None:  # not root: the sink's writes fail as on a full disk
+        disk = tmp_path / "tb"
+
+        def full(self, scalars):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(tensorboard.TensorBoardSink, "write", full)
+    config = in_process_config(
+        tmp_path / "m", n_epochs=20, batch_size=1, tensorboard_dir=str(disk), save_iterations=40
+    )
+    with pytest.raises(DiskFullError, match="no space left for the tensorboard sink's records"):
+        Resumable(config).train()
+    (run_dir,) = (tmp_path / "m").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"

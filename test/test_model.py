@@ -271,3 +271,53 @@ def test_a_value_that_is_not_a_scalar_is_named_never_dropped(value, shown):
 def test_scalars_rejects_what_breaks_the_contract(outputs, keys, match):
     with pytest.raises(ModelError, match=match):
         scalars(outputs, "train_batch", keys)
+
+
+def _plateau_proxy(**kwargs):
+    net = nn.Linear(3, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    mode = kwargs.pop("mode", "min")
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode)
+    return ProxyModel(net, opt, loss=nn.CrossEntropyLoss(), scheduler=sched, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"scheduler_interval": "batch"}, "scheduler_interval must be 'epoch' or 'step'"),
+        ({"scheduler_interval": "step"}, "use scheduler_interval='epoch'"),
+        (
+            {"mode": "min", "benchmark_metric": "accuracy", "benchmark_goal": "max"},
+            r"ReduceLROnPlateau\(opt, mode='max'\)",
+        ),
+    ],
+)
+def test_scheduler_settings_that_cannot_work_are_refused_with_the_fix(kwargs, match):
+    with pytest.raises(ModelError, match=match):
+        _plateau_proxy(**kwargs)
+
+
+def test_a_scheduler_of_another_optimizer_is_refused():
+    net = nn.Linear(3, 2)
+    other = torch.optim.SGD(net.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(other, 1)
+    with pytest.raises(ModelError, match="another optimizer"):
+        ProxyModel(net, torch.optim.SGD(net.parameters(), lr=0.1), loss=nn.MSELoss(),
+                   scheduler=sched)  # fmt: skip
+
+
+def test_optimizers_and_schedulers_are_found_in_lists_tuples_and_dicts():
+    class Gan(Model):
+        def __init__(self):
+            super().__init__()
+            self.g, self.d = nn.Linear(2, 2), nn.Linear(2, 1)
+            self.opts = [
+                torch.optim.Adam(self.g.parameters()),
+                torch.optim.Adam(self.d.parameters()),
+            ]
+            self.scheds = {"g": torch.optim.lr_scheduler.StepLR(self.opts[0], 1)}
+
+    model = Gan()
+    assert sorted(model.optimizers()) == ["opts.0", "opts.1"]
+    assert sorted(model.schedulers()) == ["scheds.g"]
+    assert sorted(model.training_state()["optimizers"]) == ["opts.0", "opts.1"]

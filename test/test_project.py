@@ -25,6 +25,7 @@ from mlproject import (
     Model,
     ModelError,
     NonFiniteLossError,
+    ProxyModel,
 )
 from mlproject.checkpoint import BEST_NAME
 
@@ -643,3 +644,126 @@ def test_nan_loss_with_nonfinite_error_stops_the_run(build):
 
     with pytest.raises(NonFiniteLossError):
         build(model=NanAtStep2, n_epochs=2).train()
+
+
+# --- the model's contract, checked before the first step ---------------------------------------
+def test_a_model_with_weights_but_no_optimizer_is_refused_at_build(build, tmp_path):
+    class NoOptimizer(Recording):
+        def __init__(self):
+            super().__init__()
+            del self.opt
+
+    with pytest.raises(ModelError, match="has 15 trainable parameters but no optimizer"):
+        build(model=NoOptimizer)
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_dataset_of_dicts_fed_to_proxy_model_is_refused_before_any_file(
+    project_class, base_config, tmp_path, tiny_model
+):
+    class Dicts(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return {"image": torch.randn(4), "label": i % 3}
+
+    data = DatasetFactory(
+        train_set=Dicts(), validation_set=Dicts(), loader_kwargs={"batch_size": 4}
+    )
+    cls = project_class(model=lambda c: tiny_model(), data=lambda c: data)
+    with pytest.raises(ModelError, match=r"needs \(inputs, targets\) batches; got a dict with "
+                       r"keys \['image', 'label'\]"):  # fmt: skip
+        cls({**base_config, "tensorboard_dir": str(tmp_path / "tb")})
+    assert not (tmp_path / "models").exists() and not (tmp_path / "tb").exists()
+
+
+def test_a_per_sample_loss_from_train_batch_is_an_error_naming_the_key(build):
+    class Vector(Recording):
+        def train_batch(self, batch):
+            out = super().train_batch(batch)
+            return {**out, "per_sample": torch.ones(4)}
+
+    with pytest.raises(ModelError, match="train_batch returned 'per_sample' as Tensor of shape"):
+        build(model=Vector).train()
+
+
+def test_a_non_finite_validation_metric_is_never_best_and_is_said(build, capsys):
+    project = build(model=functools.partial(Recording, script={4: float("nan")}), n_epochs=2)
+    summary = project.train()
+    assert summary["best"]["step"] == 8  # the NaN at step 4 was skipped, 10.0 at step 8 is best
+    assert "validation loss is nan at step 4: not finite, so never a best model" in (
+        capsys.readouterr().err
+    )
+
+
+def test_device_left_unset_keeps_the_model_where_get_model_put_it_and_records_it(build):
+    project = build()
+    assert project.config["device"] == "cpu"
+    project.train()
+    assert json.loads((project.run_dir / "run.json").read_text())["config"]["device"] == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_model_get_model_put_on_a_gpu_stays_there_unless_device_says_otherwise(build, capsys):
+    class OnGpu(Recording):
+        def __init__(self):
+            super().__init__()
+            self.cuda()
+
+    assert build(model=OnGpu).device.type == "cuda"
+    moved = build(model=OnGpu, device="cpu")
+    assert moved.model.device.type == "cpu"
+    assert "device='cpu': moving the model from cuda:0 to cpu" in capsys.readouterr().err
+
+
+# --- ProxyModel's schedulers over a run --------------------------------------------------------
+def proxy_with(scheduler_factory, interval="epoch", goal=None, metric="loss"):
+    def make(config):
+        net = nn.Linear(4, 3)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        return ProxyModel(
+            net, opt, loss=nn.CrossEntropyLoss(), name="proxy", scheduler=scheduler_factory(opt),
+            scheduler_interval=interval, benchmark_metric=metric, benchmark_goal=goal,
+        )  # fmt: skip
+
+    return make
+
+
+def test_a_step_interval_scheduler_steps_after_every_optimizer_step(
+    project_class, base_config, data16, tmp_path, tb_scalars
+):
+    sched = proxy_with(lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (s + 1)),
+                       interval="step")  # fmt: skip
+    cls = project_class(model=sched, data=lambda c: data16())
+    project = cls({**base_config, "n_epochs": 2, "tensorboard_dir": str(tmp_path / "tb")})
+    project.train()
+    lrs = tb_scalars(tmp_path / "tb" / project.run_dir.name)["train/lr"]
+    # logged after each step: the lr the next step will use
+    assert lrs == [(s, pytest.approx(0.1 / (s + 1))) for s in range(1, 9)]
+
+
+def test_reduce_on_plateau_steps_on_the_validation_benchmark_metric(
+    project_class, base_config, data16
+):
+    plateau = proxy_with(
+        lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5),
+    )
+    cls = project_class(model=plateau, data=lambda c: data16())
+    project = cls({**base_config, "n_epochs": 3})
+    seen = []
+    original = project.model.on_validation_end
+    project.model.on_validation_end = lambda m: (seen.append(m["loss"]), original(m))
+    project.train()
+    assert len(seen) == 3
+    expected_lr = 0.1 * 0.5 ** sum(b >= a for a, b in zip(seen, seen[1:]))
+    assert project.model.opt.param_groups[0]["lr"] == pytest.approx(expected_lr)
+
+
+def test_reduce_on_plateau_without_a_validation_set_is_refused(
+    project_class, base_config, tiny_data
+):
+    plateau = proxy_with(lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt))
+    cls = project_class(model=plateau, data=lambda c: tiny_data(n_val=0))
+    with pytest.raises(ModelError, match="ReduceLROnPlateau .* no validation set"):
+        cls(base_config)

@@ -35,7 +35,7 @@ def test_second_writer_on_a_run_folder_is_refused(tmp_path):
     holder.lock()
     try:
         with pytest.raises(RunLockedError, match=f"{run_dir}.* in use by this process \\(pid"):
-            Resumable(in_process_config(tmp_path, resume="auto")).train()
+            Resumable(in_process_config(tmp_path, n_epochs=2, resume="auto")).train()
         assert f"pid {os.getpid()}" in (run_dir / "lock").read_text()
     finally:
         holder.unlock()

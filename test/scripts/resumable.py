@@ -2,13 +2,22 @@
 """A small run with every source of randomness a resume must reproduce, and fault injection.
 
 Shuffled DataLoader (optionally with workers), random per-sample noise, dropout, Adam and a
-StepLR scheduler. The environment variable ``FAULT_AT=K`` makes the model signal its own
-process (``FAULT_SIGNAL``, default 15) during global step K, or raise (``FAULT_SIGNAL=0``), or
-write a NaN loss (``FAULT_SIGNAL=-1``): faults injected deterministically, at a known step.
-They come from the environment, not the config, so that the resumed command is the same one.
+StepLR scheduler. Faults come from the environment, not the config, so that the resumed
+command is the same command, as a cluster re-runs it:
+
+- ``FAULT_AT=K``: during global step K the model signals its own process (``FAULT_SIGNAL``,
+  default 15), raises (``FAULT_SIGNAL=0``) or writes a NaN loss (``FAULT_SIGNAL=-1``); with
+  ``FAULT_WHERE=eval`` it does so in the evaluation after step K instead.
+- ``MARK_AT=K`` and ``MARK_FILE=path``: at step K the model creates ``path``, and every later
+  step sleeps ``MARK_SLEEP`` seconds (default 0.2), so that a test can signal the process
+  (or its whole group) from outside while it trains.
+- ``SLOW_START=path``: building the data creates ``path``, then sleeps 30 s (a signal during
+  start-up).
 """
 
 import os
+import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,6 +35,7 @@ def config():
     num_workers = 0  # noqa: F841
     drop_last = False  # noqa: F841
     hidden = 16  # noqa: F841
+    lr = 0.01  # noqa: F841
     progress = False  # noqa: F841
 
 
@@ -37,9 +47,14 @@ def in_process_config(model_dir, **updates) -> dict:
     config = {
         "model_dir": str(model_dir), "n_epochs": 1, "seed": 3, "save_iterations": 1,
         "n_samples": 40, "batch_size": 8, "num_workers": 0, "drop_last": False, "hidden": 8,
-        "progress": False,
+        "lr": 0.01, "progress": False,
     }  # fmt: skip
     return {**config, **updates}
+
+
+def _env_int(name: str, default: int | None = None) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else default
 
 
 class Noisy(Dataset):
@@ -57,33 +72,36 @@ class Noisy(Dataset):
         return self.x[i] + 0.1 * torch.randn(4), self.y[i]
 
 
-def injected_fault() -> tuple[int | None, int]:
-    """(step, signal) from FAULT_AT and FAULT_SIGNAL; step None when no fault is asked for."""
-    at = os.environ.get("FAULT_AT")
-    return (int(at) if at else None), int(os.environ.get("FAULT_SIGNAL", "15"))
-
-
 class Net(Model):
-    def __init__(self, hidden, fault_at, fault_signal):
+    def __init__(self, hidden, lr):
         super().__init__(name="net")
         self.net = nn.Sequential(
             nn.Linear(4, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, 2)
         )
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=0.01)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=3, gamma=0.5)
-        self.fault_at, self.fault_signal = fault_at, fault_signal
+        self.fault_at, self.fault_signal = _env_int("FAULT_AT"), _env_int("FAULT_SIGNAL", 15)
+        self.fault_where = os.environ.get("FAULT_WHERE", "train")
+        self.mark_at, self.mark_file = _env_int("MARK_AT"), os.environ.get("MARK_FILE")
+
+    def fault(self):
+        if self.fault_signal == 0:
+            raise RuntimeError(f"injected failure at step {self.fault_at}")
+        os.kill(os.getpid(), self.fault_signal)
 
     def train_batch(self, batch):
         x, y = batch
+        step = self.global_step + 1
+        if self.mark_at is not None and step >= self.mark_at:
+            Path(self.mark_file).touch()
+            time.sleep(float(os.environ.get("MARK_SLEEP", "0.2")))
         self.opt.zero_grad()
         loss = nn.functional.cross_entropy(self.net(x), y)
-        if self.global_step + 1 == self.fault_at:
-            if self.fault_signal == 0:
-                raise RuntimeError(f"injected failure at step {self.fault_at}")
+        if step == self.fault_at and self.fault_where == "train":
             if self.fault_signal == -1:
                 loss = loss * float("nan")
             else:
-                os.kill(os.getpid(), self.fault_signal)
+                self.fault()
         if not self.loss_is_finite(loss):
             return {"loss": loss.detach()}
         loss.backward()
@@ -91,6 +109,8 @@ class Net(Model):
         return {"loss": loss.detach()}
 
     def test_batch(self, batch):
+        if self.fault_where == "eval" and self.global_step + 1 == self.fault_at:
+            self.fault()
         x, y = batch
         out = self.net(x)
         return {
@@ -105,6 +125,9 @@ class Net(Model):
 class Resumable(MLProject):
     @staticmethod
     def get_dataset_factory(config):
+        if os.environ.get("SLOW_START"):
+            Path(os.environ["SLOW_START"]).touch()
+            time.sleep(30)
         return DatasetFactory(
             train_set=Noisy(config["n_samples"]),
             validation_set=Noisy(16),
@@ -118,7 +141,7 @@ class Resumable(MLProject):
 
     @staticmethod
     def get_model(config):
-        return Net(config["hidden"], *injected_fault())
+        return Net(config["hidden"], config["lr"])
 
 
 @ex.automain

@@ -18,7 +18,7 @@ from torchvision.transforms import (
 )
 
 from mlproject.data import CIFARDatasetLoader, InMemoryLoader
-from mlproject.data.fast import crop_flip
+from mlproject.data.in_memory import crop_flip
 from mlproject.errors import DataError
 
 MEAN, STD = torch.tensor(CIFARDatasetLoader.MEAN), torch.tensor(CIFARDatasetLoader.STD)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.transforms import ToTensor
 
-from mlproject.data.fast import InMemoryLoader
+from mlproject.data.in_memory import InMemoryLoader
 from mlproject.data.images import (
     ImageDatasetLoader,
     TensorImages,

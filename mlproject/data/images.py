@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mlproject.data.factory import DatasetFactory
-from mlproject.data.fast import InMemoryLoader, normalize
+from mlproject.data.in_memory import InMemoryLoader, normalize
 from mlproject.errors import DataError
 
 Transform = Callable[[Image.Image], Any]

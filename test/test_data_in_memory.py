@@ -5,7 +5,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import Compose, Normalize, ToTensor
 
-from mlproject.data.fast import InMemoryLoader, crop_flip, normalize
+from mlproject.data.in_memory import InMemoryLoader, crop_flip, normalize
 from mlproject.data.images import to_pil
 from mlproject.errors import DataError
 

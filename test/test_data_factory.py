@@ -111,6 +111,35 @@ def test_check_empty_validation_set_is_a_data_error():
         factory.check()
 
 
+class LazyEmptyFactory(DatasetFactory):
+    """Builds its shuffled DataLoader when asked, as an overridden ``train_loader`` does."""
+
+    def train_loader(self):
+        return DataLoader(dataset(0), batch_size=4, shuffle=True)
+
+
+def test_an_empty_dataset_behind_a_shuffled_dataloader_is_the_usual_data_error():
+    with pytest.raises(DataError, match=r"the train dataset is empty \(0 samples\)") as info:
+        LazyEmptyFactory().check()
+    assert "num_samples" in str(info.value.__cause__)  # torch's error, kept as the cause
+
+
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+def test_an_empty_unshuffled_dataloader_is_the_same_data_error(split):
+    kwargs = {"train_loader": [torch.ones(1)], f"{split}_loader": DataLoader(dataset(0))}
+    with pytest.raises(DataError, match=rf"the {split} dataset is empty \(0 samples\)"):
+        DatasetFactory(**kwargs).check()
+
+
+def test_a_run_over_an_empty_shuffled_training_set_is_refused_before_writing(
+    project_class, base_config, tmp_path
+):
+    project = project_class(data=lambda config: LazyEmptyFactory())
+    with pytest.raises(DataError, match="the train dataset is empty"):
+        project(base_config).train()
+    assert list(tmp_path.iterdir()) == []  # no model_dir, no run folder
+
+
 class NoLength:
     def __iter__(self):
         yield torch.ones(1)

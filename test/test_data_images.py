@@ -7,7 +7,6 @@ import pytest
 import torch
 from torchvision.transforms import ToTensor
 
-from mlproject.data.in_memory import InMemoryLoader
 from mlproject.data.images import (
     ImageDatasetLoader,
     TensorImages,
@@ -15,6 +14,7 @@ from mlproject.data.images import (
     hold_out,
     split_off,
 )
+from mlproject.data.in_memory import InMemoryLoader
 from mlproject.errors import DataError
 
 

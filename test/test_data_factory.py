@@ -6,7 +6,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 from mlproject import DataError, DatasetFactory
-from mlproject.data import DigitsDatasetLoader
+from mlproject.data import DigitsFactory
 
 
 def dataset(n: int) -> TensorDataset:
@@ -154,7 +154,7 @@ def test_check_loader_without_len_is_a_data_error(split):
 
 @pytest.fixture(scope="module")
 def digits():
-    return DigitsDatasetLoader(batch_size=64)
+    return DigitsFactory(batch_size=64)
 
 
 def test_digits_split_sizes(digits):
@@ -178,8 +178,8 @@ def test_digits_dtypes_and_ranges(digits):
 
 
 def test_digits_split_is_deterministic(digits):
-    again = DigitsDatasetLoader(batch_size=32)
-    other = DigitsDatasetLoader(split_seed=1)
+    again = DigitsFactory(batch_size=32)
+    other = DigitsFactory(split_seed=1)
     for split in ("train_set", "validation_set", "test_set"):
         for a, b in zip(getattr(digits, split)().tensors, getattr(again, split)().tensors):
             assert torch.equal(a, b)
@@ -187,7 +187,7 @@ def test_digits_split_is_deterministic(digits):
 
 
 def test_digits_without_validation_set():
-    factory = DigitsDatasetLoader(validation_size=0)
+    factory = DigitsFactory(validation_size=0)
     assert not factory.has_validation_set()
     assert len(factory.train_set()) == 1797 - 360
 
@@ -195,4 +195,4 @@ def test_digits_without_validation_set():
 @pytest.mark.parametrize("sizes", [(-1, 360), (180, 0), (900, 900)])
 def test_digits_bad_split_sizes_are_a_data_error(sizes):
     with pytest.raises(DataError, match="validation_size"):
-        DigitsDatasetLoader(validation_size=sizes[0], test_size=sizes[1])
+        DigitsFactory(validation_size=sizes[0], test_size=sizes[1])

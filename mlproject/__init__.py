@@ -2,13 +2,19 @@
 
 from mlproject.config import DEFAULTS
 from mlproject.data import (
+    CIFAR10Factory,
     CIFARDatasetLoader,
     ClutteredMNISTDatasetLoader,
+    ClutteredMNISTFactory,
     DatasetFactory,
     DigitsDatasetLoader,
+    DigitsFactory,
     FashionMNISTDatasetLoader,
+    FashionMNISTFactory,
     InMemoryLoader,
     MNISTDatasetLoader,
+    MNISTFactory,
+    SVHNFactory,
 )
 from mlproject.errors import (
     CheckpointError,
@@ -26,16 +32,21 @@ from mlproject.project import MLProject
 
 __all__ = [
     "DEFAULTS",
+    "CIFAR10Factory",
     "CIFARDatasetLoader",
     "CheckpointError",
     "ClutteredMNISTDatasetLoader",
+    "ClutteredMNISTFactory",
     "ConfigError",
     "DataError",
     "DatasetFactory",
     "DigitsDatasetLoader",
+    "DigitsFactory",
     "FashionMNISTDatasetLoader",
+    "FashionMNISTFactory",
     "InMemoryLoader",
     "MNISTDatasetLoader",
+    "MNISTFactory",
     "Experiment",
     "LogLevel",
     "MLProject",
@@ -45,5 +56,6 @@ __all__ = [
     "NonFiniteLossError",
     "ProxyModel",
     "RunLockedError",
+    "SVHNFactory",
     "TrainingInterrupted",
 ]

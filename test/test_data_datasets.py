@@ -5,10 +5,12 @@ that name files); then what is particular to one: idx damage, CIFAR-10's augment
 pickles, the README's snippets, exact resume over the augmented fast path.
 """
 
+import inspect
 import itertools
 import os
 import pickle
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -434,6 +436,30 @@ def test_a_run_resumed_mid_epoch_equals_the_run_that_never_stopped(cifar_dir):
 
 
 # --- SVHN: the README's worked example ------------------------------------------------------
+
+
+def readme_example() -> str:
+    """The code block of the README's "Adding a dataset" paragraph."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("```python\n", text.index("**Adding a dataset**")) + len("```python\n")
+    return text[start : text.index("\n```", start) + 1]
+
+
+def test_the_readme_example_is_the_svhn_factory_and_runs_on_svhn_files(tmp_path, monkeypatch):
+    code = readme_example()
+    assert inspect.getsource(SVHNFactory) in code  # the README shows the shipped class
+    assert len(inspect.getsource(SVHNFactory).splitlines()) <= 30  # "about 20 lines"
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # self-contained, imports included
+    written = write_svhn(tmp_path, 30, 20)
+    accept_files(tmp_path, monkeypatch.setattr)
+    factory = namespace["SVHNFactory"](8, data_dir=tmp_path, validation_size=5, download=False)
+    assert isinstance(factory.train_loader(), InMemoryLoader)  # the fast path
+    x, y = all_batches(factory.test_loader())
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (SVHNFactory.MEAN, SVHNFactory.STD))
+    expected = (torch.from_numpy(written["test"][0]).float() / 255 - mean) / std
+    assert torch.allclose(x, expected, atol=1e-6)
+    assert torch.equal(y, torch.from_numpy(written["test"][1]))
 
 
 def test_svhn_reads_the_matlab_label_10_as_the_digit_0(tmp_path, monkeypatch):

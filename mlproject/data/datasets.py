@@ -15,7 +15,6 @@ from typing import Any
 
 from mlproject.data.images import ImageDatasetFactory
 
-DIGITS = tuple("0123456789")
 # The first bytes of an idx file of unsigned bytes: 0x0000 0800 + number of dimensions.
 _IDX_UBYTE = 0x0800
 
@@ -40,7 +39,7 @@ class MNISTFactory(ImageDatasetFactory):
     MEAN = (0.1307,)
     STD = (0.3081,)
     SHAPE = (1, 28, 28)
-    CLASSES = DIGITS
+    CLASSES = tuple("0123456789")
 
     def files(self) -> dict[str, dict[str, str | None]]:
         return {
@@ -156,7 +155,7 @@ class SVHNFactory(ImageDatasetFactory):
     MEAN = (0.4377, 0.4438, 0.4728)
     STD = (0.1980, 0.2010, 0.1970)
     SHAPE = (3, 32, 32)
-    CLASSES = DIGITS
+    CLASSES = tuple("0123456789")
 
     def files(self) -> dict[str, dict[str, str | None]]:
         splits = self.source_class().split_list

@@ -263,12 +263,8 @@ class ImageDatasetFactory(DatasetFactory):
             )
             sets[name] = TensorImages(images, labels, None, self.mean, self.std)
         super().__init__(
-            train_set=sets["train"],
-            train_loader=loaders["train"],
-            validation_set=sets["validation"],
-            validation_loader=loaders["validation"],
-            test_set=sets["test"],
-            test_loader=loaders["test"],
+            **{f"{name}_set": sets[name] for name in SPLITS},
+            **{f"{name}_loader": loaders[name] for name in SPLITS},
             loader_kwargs={
                 "batch_size": batch_size,
                 "num_workers": num_workers,

@@ -20,12 +20,14 @@ excluded); (b) and (c) over whole epochs. Prints a table, then one line ``JSON: 
 
     python benchmarks/bench_data.py             # about a minute on 2 cores
     python benchmarks/bench_data.py --quick     # smoke run
+    python benchmarks/bench_data.py --threads 1 # steadier when other work shares the cores
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -93,7 +95,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one repetition, few batches")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions")
     parser.add_argument("--slow-batches", type=int, default=100, help="batches timed for (a)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's, one a core)"
+    )
     args = parser.parse_args()
+    if args.threads is not None:  # 1 is far steadier on a shared machine (see README)
+        torch.set_num_threads(args.threads)
     repeats, slow_batches = (1, 20) if args.quick else (args.repeats, args.slow_batches)
     variants = ["torchvision", "fast"] + (["fast_gpu"] if torch.cuda.is_available() else [])
 
@@ -131,6 +138,7 @@ def main() -> None:
         "workers": WORKERS,
         "repeats": repeats,
         "torch_threads": torch.get_num_threads(),
+        "loadavg": round(os.getloadavg()[0], 2),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "images_per_s": {
             n: {v: round(r) for v, r in rates.items()} for n, rates in results.items()

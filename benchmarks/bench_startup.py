@@ -1,9 +1,14 @@
 """Start-up cost: ``import mlproject`` against ``import torch, tensorboardX, sacred``.
 
-Each import runs in a fresh interpreter (``python -c``), the two alternating, and is timed
+Each import runs in a fresh interpreter (``python -c``), the three alternating, and is timed
 inside that interpreter, so interpreter start-up is excluded. The table gives medians, their
 difference (what mlproject adds over the libraries it is built on), and the top-level modules
 that ``import mlproject`` loads beyond the baseline.
+
+The third import, ``import mlproject, torchvision.datasets``, is what a run with a ready-made
+dataset pays: the factories decode files with torchvision, imported on first use, so
+``import mlproject`` alone does not load it (``torchvision_lazy`` in the JSON says whether that
+still holds) and ``torchvision_import_s`` is the cost kept out of it.
 
     python benchmarks/bench_startup.py            # 5 imports of each
     python benchmarks/bench_startup.py --quick    # 1 import of each
@@ -22,6 +27,7 @@ import time
 STATEMENTS = {
     "baseline": "import torch, tensorboardX, sacred",
     "mlproject": "import mlproject",
+    "dataset": "import mlproject, torchvision.datasets",
 }
 # Run in the child: time the import, then report it and the top-level modules now loaded.
 PROBE = """
@@ -71,6 +77,9 @@ def main(argv: list[str] | None = None) -> dict:
         "baseline_s": round(median["baseline"], 3),
         "mlproject_s": round(median["mlproject"], 3),
         "difference_s": round(median["mlproject"] - median["baseline"], 3),
+        "dataset_s": round(median["dataset"], 3),
+        "torchvision_import_s": round(median["dataset"] - median["mlproject"], 3),
+        "torchvision_lazy": "torchvision" not in modules["mlproject"],
         "samples_s": {name: [round(x, 3) for x in xs] for name, xs in samples.items()},
         "extra_modules": sorted(set(modules["mlproject"]) - set(modules["baseline"])),
         "loadavg": round(os.getloadavg()[0], 2),
@@ -86,10 +95,13 @@ def print_table(report: dict) -> None:
         f"Start-up: median of {report['reps']} fresh interpreters each, alternating "
         f"(load average {report['loadavg']})"
     )
-    for name, key in (("baseline", "baseline_s"), ("mlproject", "mlproject_s")):
+    for name in STATEMENTS:
         samples = " ".join(f"{x:.2f}" for x in report["samples_s"][name])
-        print(f"  {STATEMENTS[name]:36s} {report[key]:7.3f} s   ({samples})")
-    print(f"  {'difference (mlproject - baseline)':36s} {report['difference_s']:+7.3f} s")
+        print(f"  {STATEMENTS[name]:38s} {report[f'{name}_s']:7.3f} s   ({samples})")
+    print(f"  {'difference (mlproject - baseline)':38s} {report['difference_s']:+7.3f} s")
+    lazy = "not loaded by import mlproject" if report["torchvision_lazy"] else "LOADED EAGERLY"
+    added = report["torchvision_import_s"]
+    print(f"  {'torchvision (a ready-made dataset)':38s} {added:+7.3f} s   ({lazy})")
     extra = ", ".join(m for m in report["extra_modules"] if not m.startswith("_")) or "none"
     print(f"  top-level modules mlproject loads beyond the baseline: {extra}")
     print(f"\ntotal {report['seconds']} s")

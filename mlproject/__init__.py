@@ -2,13 +2,19 @@
 
 from mlproject.config import DEFAULTS
 from mlproject.data import (
+    CIFAR10Factory,
     CIFARDatasetLoader,
     ClutteredMNISTDatasetLoader,
+    ClutteredMNISTFactory,
     DatasetFactory,
     DigitsDatasetLoader,
+    DigitsFactory,
     FashionMNISTDatasetLoader,
+    FashionMNISTFactory,
     InMemoryLoader,
     MNISTDatasetLoader,
+    MNISTFactory,
+    SVHNFactory,
 )
 from mlproject.errors import (
     CheckpointError,
@@ -39,16 +45,21 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DEFAULTS",
+    "CIFAR10Factory",
     "CIFARDatasetLoader",
     "CheckpointError",
     "ClutteredMNISTDatasetLoader",
+    "ClutteredMNISTFactory",
     "ConfigError",
     "DataError",
     "DatasetFactory",
     "DigitsDatasetLoader",
+    "DigitsFactory",
     "FashionMNISTDatasetLoader",
+    "FashionMNISTFactory",
     "InMemoryLoader",
     "MNISTDatasetLoader",
+    "MNISTFactory",
     "Experiment",
     "LogLevel",
     "MLProject",
@@ -58,5 +69,6 @@ __all__ = [
     "NonFiniteLossError",
     "ProxyModel",
     "RunLockedError",
+    "SVHNFactory",
     "TrainingInterrupted",
 ]

@@ -13,7 +13,7 @@ import torchvision
 from data_files import MNIST_NAMES, write_idx
 from torchvision.transforms import PILToTensor
 
-from mlproject.data import ClutteredMNIST, ClutteredMNISTDatasetLoader, InMemoryLoader
+from mlproject.data import ClutteredMNIST, ClutteredMNISTFactory, InMemoryLoader
 from mlproject.data.images import TensorImages
 from mlproject.errors import DataError
 
@@ -43,7 +43,7 @@ def make(root, **kwargs):
         "download": False,
         **kwargs,
     }
-    return ClutteredMNISTDatasetLoader(**kwargs)
+    return ClutteredMNISTFactory(**kwargs)
 
 
 def digest(factory):
@@ -142,8 +142,8 @@ def test_the_same_seed_gives_the_same_canvases_in_another_process(mnist_root):
     # Only mlproject in the child: the same code path, without this module's imports.
     code = f"""
 import hashlib, json
-from mlproject.data.cluttered import ClutteredMNISTDatasetLoader
-factory = ClutteredMNISTDatasetLoader(
+from mlproject.data.cluttered import ClutteredMNISTFactory
+factory = ClutteredMNISTFactory(
     16, data_dir={str(mnist_root)!r}, validation_size=20, download=False, seed=4
 )
 {inspect.getsource(digest)}
@@ -225,7 +225,7 @@ def test_export_refuses_a_folder_holding_other_files(mnist_root, tmp_path):
 
 def test_bad_parameters_are_one_error_before_any_file_is_read(tmp_path):
     with pytest.raises(DataError) as err:
-        ClutteredMNISTDatasetLoader(
+        ClutteredMNISTFactory(
             data_dir=tmp_path / "absent",
             shape=(20, 100),
             n_clutters=-1,

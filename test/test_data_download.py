@@ -1,20 +1,197 @@
-"""Downloads through torchvision's code: its URLs and MD5s, mirrors, clean-up after failures."""
+"""Downloads through torchvision's own code, against a fake internet: its URLs, MD5 checks and
+archives, archives already in place unpacked offline, and nothing left after a failure.
+
+The fake internet replaces ``urllib.request.urlopen``, the one call torchvision's downloads go
+through, so everything above it (mirrors, redirects, MD5 checks, unpacking) is torchvision's.
+"""
 
 import gzip
+import hashlib
+import io
 import shutil
 import socket
-import tarfile
-from pathlib import Path
+import urllib.request
 from urllib.error import URLError
 
-import numpy as np
 import pytest
+import torch
 import torchvision
-from data_files import write_cifar10, write_idx
+from data_files import accept_files, md5, write_cifar10, write_mnist, write_svhn
 
-from mlproject.data import CIFARDatasetLoader, MNISTDatasetLoader
-from mlproject.data.download import cifar10_fetch, mnist_fetch
+from mlproject.data import CIFAR10Factory, FashionMNISTFactory, MNISTFactory, SVHNFactory
 from mlproject.errors import DataError
+
+
+class FakeInternet:
+    """Serves ``files`` (URL -> bytes); any other URL, or one of ``down``, is unreachable.
+    ``interrupt`` raises KeyboardInterrupt on that URL, as Ctrl-C during a download would."""
+
+    def __init__(self, files, down=(), interrupt=None):
+        self.files, self.down, self.interrupt = files, down, interrupt
+        self.opened = []
+
+    def __call__(self, request, *args, **kwargs):
+        url = request.full_url
+        self.opened.append(url)
+        if url == self.interrupt:
+            raise KeyboardInterrupt
+        if url not in self.files or any(url.startswith(prefix) for prefix in self.down):
+            raise URLError("no route to host")
+        response = io.BytesIO(self.files[url])
+        response.url, response.length = url, len(self.files[url])
+        return response
+
+
+@pytest.fixture
+def internet(monkeypatch):
+    """``internet(files, **options)`` installs a FakeInternet (no files: offline) and returns it."""
+
+    def install(files=None, **options):
+        fake = FakeInternet(files or {}, **options)
+        monkeypatch.setattr(urllib.request, "urlopen", fake)
+        return fake
+
+    install()
+    return install
+
+
+def mnist_server(tmp_path, monkeypatch, source=torchvision.datasets.MNIST):
+    """The .gz files of a generated MNIST-format dataset at ``source``'s first mirror, with
+    torchvision's MD5 sums set to theirs; returns ({url: bytes}, the arrays written)."""
+    origin = tmp_path / "origin"
+    written = write_mnist(origin, source.__name__, n_train=30, n_test=10, gz=True)
+    accept_files(origin, monkeypatch.setattr)
+    raw = origin / source.__name__ / "raw"
+    files = {
+        f"{source.mirrors[0]}{name}": (raw / name).read_bytes() for name, _ in source.resources
+    }
+    return files, written
+
+
+@pytest.mark.parametrize("cls", [MNISTFactory, FashionMNISTFactory], ids=lambda c: c.NAME)
+def test_mnist_downloads_from_torchvisions_mirror_and_loads(tmp_path, monkeypatch, internet, cls):
+    files, written = mnist_server(tmp_path, monkeypatch, getattr(torchvision.datasets, cls.SOURCE))
+    fake = internet(files)
+    root = tmp_path / "data"
+    factory = cls(8, data_dir=root, validation_size=5)
+    assert set(fake.opened) == set(files)  # each of torchvision's URLs, nothing else
+    assert torch.equal(factory.splits["test"].images[:, 0], torch.from_numpy(written["test"][0]))
+    assert (root / cls.SOURCE / "raw" / "t10k-labels-idx1-ubyte").is_file()
+
+
+def test_mnist_archives_already_in_place_are_checked_and_unpacked_offline(
+    tmp_path, monkeypatch, internet
+):
+    written = write_mnist(tmp_path, "MNIST", n_train=30, n_test=10, gz=True)
+    accept_files(tmp_path, monkeypatch.setattr)
+    fake = internet()  # offline
+    factory = MNISTFactory(8, data_dir=tmp_path, validation_size=5)
+    assert fake.opened == []
+    assert torch.equal(factory.splits["test"].images[:, 0], torch.from_numpy(written["test"][0]))
+    with pytest.raises(DataError, match="4 of 4 files missing"):  # the same without download
+        MNISTFactory(8, data_dir=tmp_path / "copy", validation_size=5, download=False)
+
+
+def test_an_archive_whose_md5_is_not_torchvisions_is_fetched_again(tmp_path, monkeypatch, internet):
+    write_mnist(tmp_path, "MNIST", n_train=30, n_test=10, gz=True)  # sums left as the originals'
+    fake = internet()
+    with pytest.raises(DataError, match="download=True could not fetch them"):
+        MNISTFactory(8, data_dir=tmp_path, validation_size=5)
+    assert fake.opened  # the archive in place did not pass: torchvision went to the network
+    assert sorted(p.name for p in (tmp_path / "MNIST" / "raw").iterdir()) == sorted(
+        name for name, _ in torchvision.datasets.MNIST.resources
+    )  # the user's archives are kept, nothing is added
+
+
+def test_a_failed_mnist_download_says_what_to_do_and_leaves_nothing(
+    tmp_path, monkeypatch, internet
+):
+    files, _ = mnist_server(tmp_path, monkeypatch)
+    last = list(files)[-1]
+    internet({url: data for url, data in files.items() if url != last})  # 3 of 4 come through
+    root = tmp_path / "data"
+    with pytest.raises(DataError) as err:
+        MNISTFactory(data_dir=root)
+    message = str(err.value)
+    assert message.startswith(
+        f"MNIST: 4 of 4 files missing or damaged in the data directory {root}"
+    )
+    assert "no route to host" in message and "MISSING MNIST/raw/train-images-idx3-ubyte" in message
+    assert torchvision.datasets.MNIST.mirrors[0] in message
+    assert not root.exists()
+
+
+def test_a_download_with_another_md5_is_refused_and_leaves_nothing(tmp_path, monkeypatch, internet):
+    files, _ = mnist_server(tmp_path, monkeypatch)
+    internet({url: data + b"tampered" for url, data in files.items()})
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DataError, match="could not fetch them"):
+        MNISTFactory(data_dir=tmp_path / "data")
+    assert list((tmp_path / "data").iterdir()) == []  # the data dir was there: it stays
+
+
+def test_ctrl_c_during_a_download_leaves_nothing_and_goes_on(tmp_path, monkeypatch, internet):
+    files, _ = mnist_server(tmp_path, monkeypatch)
+    internet(files, interrupt=list(files)[2])
+    with pytest.raises(KeyboardInterrupt):
+        MNISTFactory(data_dir=tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
+def cifar_archive(tmp_path, monkeypatch):
+    origin = tmp_path / "origin"
+    written = write_cifar10(origin, n_per_batch=4, n_test=6, tar=True)
+    accept_files(origin, monkeypatch.setattr)
+    return (origin / "cifar-10-python.tar.gz").read_bytes(), written
+
+
+def test_a_cifar_download_unpacks_into_torchvisions_layout(tmp_path, monkeypatch, internet):
+    archive, written = cifar_archive(tmp_path, monkeypatch)
+    internet({torchvision.datasets.CIFAR10.url: archive})
+    root = tmp_path / "data"
+    factory = CIFAR10Factory(2, data_dir=root, validation_size=2)
+    assert torch.equal(
+        factory.splits["test"].images.flatten(1), torch.from_numpy(written["test"][0])
+    )
+    assert sorted(p.name for p in root.iterdir()) == [
+        "cifar-10-batches-py",
+        "cifar-10-python.tar.gz",
+    ]
+
+
+def test_a_cifar_archive_in_place_is_checked_and_unpacked_offline(tmp_path, monkeypatch, internet):
+    archive, _ = cifar_archive(tmp_path, monkeypatch)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cifar-10-python.tar.gz").write_bytes(archive)
+    fake = internet()
+    assert len(CIFAR10Factory(2, data_dir=tmp_path / "data", validation_size=2).test_loader()) == 3
+    assert fake.opened == []
+
+
+def test_a_failed_cifar_extraction_leaves_nothing_but_the_users_files(
+    tmp_path, monkeypatch, internet
+):
+    archive, _ = cifar_archive(tmp_path, monkeypatch)
+    cut = archive[: len(archive) // 2]  # a truncated archive: unpacking fails half way
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "tgz_md5", hashlib.md5(cut).hexdigest())
+    internet({torchvision.datasets.CIFAR10.url: cut})
+    (tmp_path / "keep.txt").write_text("the user's")
+    with pytest.raises(DataError, match="could not fetch them"):
+        CIFAR10Factory(data_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "origin"]
+
+
+def test_svhn_downloads_both_files_md5_checked(tmp_path, monkeypatch, internet):
+    origin = tmp_path / "origin"
+    written = write_svhn(origin, n_train=20, n_test=10)
+    accept_files(origin, monkeypatch.setattr)
+    split_list = torchvision.datasets.SVHN.split_list
+    internet(
+        {split_list[s][0]: (origin / split_list[s][1]).read_bytes() for s in ("train", "test")}
+    )
+    factory = SVHNFactory(4, data_dir=tmp_path / "data", validation_size=0)
+    assert torch.equal(factory.splits["test"].images, torch.from_numpy(written["test"][0]))
+    assert md5(tmp_path / "data" / "test_32x32.mat") == split_list["test"][2]
 
 
 def online(host: str) -> bool:
@@ -25,117 +202,12 @@ def online(host: str) -> bool:
         return False
 
 
-def fake_mnist_server(calls, fail_urls=()):
-    """A stand-in for download_and_extract_archive serving MNIST-format files."""
-
-    def download(url, download_root, filename, md5):
-        calls.append((url, md5))
-        raw = Path(download_root)
-        (raw / filename).write_bytes(b"partial")  # torchvision writes the archive first
-        if any(url.startswith(bad) for bad in fail_urls):
-            raise URLError("no route to host")
-        name = filename.removesuffix(".gz")
-        n = 30 if name.startswith("train") else 10
-        shape = (n, 28, 28) if "images" in name else (n,)
-        write_idx(raw / name, np.zeros(shape, dtype=np.uint8))
-
-    return download
-
-
-def test_mnist_download_uses_torchvisions_urls_and_md5s(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(
-        "torchvision.datasets.utils.download_and_extract_archive", fake_mnist_server(calls)
-    )
-    factory = MNISTDatasetLoader(8, data_dir=tmp_path, validation_size=5)
-    assert len(factory.test_loader().images) == 10
-    mirror = torchvision.datasets.MNIST.mirrors[0]
-    assert calls == [(mirror + name, md5) for name, md5 in torchvision.datasets.MNIST.resources]
-
-
-def test_mnist_download_tries_the_next_mirror(tmp_path, monkeypatch):
-    calls = []
-    first, second = torchvision.datasets.MNIST.mirrors[:2]
-    server = fake_mnist_server(calls, fail_urls=[first])
-    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", server)
-    fetch, _ = mnist_fetch(tmp_path, "MNIST")
-    fetch()
-    assert [url.startswith(second) for url, _ in calls] == [False, True] * 4
-
-
-def test_mnist_download_fetches_only_the_missing_files(tmp_path, monkeypatch):
-    raw = tmp_path / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    write_idx(raw / "train-images-idx3-ubyte", np.zeros((30, 28, 28), dtype=np.uint8))
-    calls = []
-    monkeypatch.setattr(
-        "torchvision.datasets.utils.download_and_extract_archive", fake_mnist_server(calls)
-    )
-    mnist_fetch(tmp_path, "FashionMNIST")[0]()
-    assert len(calls) == 3 and not any("train-images" in url for url, _ in calls)
-    assert all(url.startswith(torchvision.datasets.FashionMNIST.mirrors[0]) for url, _ in calls)
-
-
-def test_a_failed_mnist_download_says_what_to_do_and_leaves_nothing(tmp_path, monkeypatch):
-    calls = []
-    server = fake_mnist_server(calls, fail_urls=["http"])
-    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", server)
-    root = tmp_path / "data"
-    with pytest.raises(DataError) as err:
-        MNISTDatasetLoader(data_dir=root)
-    message = str(err.value)
-    assert "MNIST" in message and str(root) in message and "no route to host" in message
-    assert "MISSING MNIST/raw/train-images-idx3-ubyte" in message and "gunzip" in message
-    assert not root.exists()
-
-
-def test_a_failed_cifar_extraction_leaves_nothing(tmp_path, monkeypatch):
-    def download(url, download_root, filename, md5):
-        assert (url, filename, md5) == (
-            torchvision.datasets.CIFAR10.url,
-            "cifar-10-python.tar.gz",
-            torchvision.datasets.CIFAR10.tgz_md5,
-        )
-        Path(download_root, filename).write_bytes(b"x")
-        (Path(download_root) / "cifar-10-batches-py").mkdir()
-        (Path(download_root) / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"half")
-        raise tarfile.ReadError("unexpected end of data")
-
-    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", download)
-    (tmp_path / "keep.txt").write_text("the user's")
-    with pytest.raises(DataError, match="unexpected end of data"):
-        CIFARDatasetLoader(data_dir=tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
-
-
-def test_a_cifar_download_unpacks_into_the_standard_layout(tmp_path, monkeypatch):
-    source = tmp_path / "source"
-    write_cifar10(source, n_per_batch=4, n_test=6)
-
-    def download(url, download_root, filename, md5):
-        archive = Path(download_root) / filename
-        archive.parent.mkdir(parents=True, exist_ok=True)  # as torchvision's download_url
-        with tarfile.open(archive, "w:gz") as tar:
-            tar.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-        with tarfile.open(archive) as tar:
-            tar.extractall(download_root, filter="data")
-
-    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", download)
-    fetch, creates = cifar10_fetch(tmp_path / "data")
-    assert creates == [
-        tmp_path / "data" / "cifar-10-python.tar.gz",
-        tmp_path / "data" / "cifar-10-batches-py",
-    ]
-    factory = CIFARDatasetLoader(2, data_dir=tmp_path / "data", validation_size=2)
-    assert len(factory.test_loader().images) == 6
-
-
 @pytest.mark.network
 @pytest.mark.skipif(
     not online("ossci-datasets.s3.amazonaws.com"), reason="offline: MNIST's mirror unreachable"
 )
 def test_real_mnist_download_checksums_and_loads(tmp_path):
-    factory = MNISTDatasetLoader(256, data_dir=tmp_path)
+    factory = MNISTFactory(256, data_dir=tmp_path)
     assert len(factory.train_loader().images) == 55_000
     assert len(factory.test_loader().images) == 10_000
     raw = tmp_path / "MNIST" / "raw"

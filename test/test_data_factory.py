@@ -6,7 +6,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, TensorDataset
 
 from mlproject import DataError, DatasetFactory
-from mlproject.data import DigitsDatasetLoader
+from mlproject.data import DigitsFactory
 
 
 def dataset(n: int) -> TensorDataset:
@@ -111,6 +111,35 @@ def test_check_empty_validation_set_is_a_data_error():
         factory.check()
 
 
+class LazyEmptyFactory(DatasetFactory):
+    """Builds its shuffled DataLoader when asked, as an overridden ``train_loader`` does."""
+
+    def train_loader(self):
+        return DataLoader(dataset(0), batch_size=4, shuffle=True)
+
+
+def test_an_empty_dataset_behind_a_shuffled_dataloader_is_the_usual_data_error():
+    with pytest.raises(DataError, match=r"the train dataset is empty \(0 samples\)") as info:
+        LazyEmptyFactory().check()
+    assert "num_samples" in str(info.value.__cause__)  # torch's error, kept as the cause
+
+
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+def test_an_empty_unshuffled_dataloader_is_the_same_data_error(split):
+    kwargs = {"train_loader": [torch.ones(1)], f"{split}_loader": DataLoader(dataset(0))}
+    with pytest.raises(DataError, match=rf"the {split} dataset is empty \(0 samples\)"):
+        DatasetFactory(**kwargs).check()
+
+
+def test_a_run_over_an_empty_shuffled_training_set_is_refused_before_writing(
+    project_class, base_config, tmp_path
+):
+    project = project_class(data=lambda config: LazyEmptyFactory())
+    with pytest.raises(DataError, match="the train dataset is empty"):
+        project(base_config).train()
+    assert list(tmp_path.iterdir()) == []  # no model_dir, no run folder
+
+
 class NoLength:
     def __iter__(self):
         yield torch.ones(1)
@@ -125,7 +154,7 @@ def test_check_loader_without_len_is_a_data_error(split):
 
 @pytest.fixture(scope="module")
 def digits():
-    return DigitsDatasetLoader(batch_size=64)
+    return DigitsFactory(batch_size=64)
 
 
 def test_digits_split_sizes(digits):
@@ -149,8 +178,8 @@ def test_digits_dtypes_and_ranges(digits):
 
 
 def test_digits_split_is_deterministic(digits):
-    again = DigitsDatasetLoader(batch_size=32)
-    other = DigitsDatasetLoader(split_seed=1)
+    again = DigitsFactory(batch_size=32)
+    other = DigitsFactory(split_seed=1)
     for split in ("train_set", "validation_set", "test_set"):
         for a, b in zip(getattr(digits, split)().tensors, getattr(again, split)().tensors):
             assert torch.equal(a, b)
@@ -158,7 +187,7 @@ def test_digits_split_is_deterministic(digits):
 
 
 def test_digits_without_validation_set():
-    factory = DigitsDatasetLoader(validation_size=0)
+    factory = DigitsFactory(validation_size=0)
     assert not factory.has_validation_set()
     assert len(factory.train_set()) == 1797 - 360
 
@@ -166,4 +195,4 @@ def test_digits_without_validation_set():
 @pytest.mark.parametrize("sizes", [(-1, 360), (180, 0), (900, 900)])
 def test_digits_bad_split_sizes_are_a_data_error(sizes):
     with pytest.raises(DataError, match="validation_size"):
-        DigitsDatasetLoader(validation_size=sizes[0], test_size=sizes[1])
+        DigitsFactory(validation_size=sizes[0], test_size=sizes[1])

@@ -1,20 +1,22 @@
-"""ImageDatasetLoader: the validation hold-out, the choice of path per split, set_device."""
+"""ImageDatasetFactory, the template: hold-out, array checks, path per split, set_device."""
 
 import subprocess
 import sys
+import types
 
+import numpy as np
 import pytest
 import torch
 from torchvision.transforms import ToTensor
 
-from mlproject.data.fast import InMemoryLoader
 from mlproject.data.images import (
-    ImageDatasetLoader,
+    ImageDatasetFactory,
     TensorImages,
     check_arguments,
     hold_out,
     split_off,
 )
+from mlproject.data.in_memory import InMemoryLoader
 from mlproject.errors import DataError
 
 
@@ -22,6 +24,70 @@ def images(n=60, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
     return TensorImages(x, torch.arange(n) % 10)
+
+
+class InMemory(ImageDatasetFactory):
+    """A declaration whose images come from memory: ``load`` overridden, no files."""
+
+    NAME = "InMemory"
+    MEAN, STD, SHAPE, CLASSES = (0.5,), (0.25,), (1, 28, 28), tuple("0123456789")
+
+    def load(self, download):
+        return images(60), images(20, seed=1)
+
+
+class Arrays(ImageDatasetFactory):
+    """A declaration over a stand-in for a torchvision dataset holding ``ARRAYS``."""
+
+    NAME = "Arrays"
+    MEAN, STD, SHAPE, CLASSES = (0.5,), (0.25,), (1, 28, 28), tuple("0123456789")
+    ARRAYS = {}
+
+    def files(self):
+        return {"train": {"a/train.bin": None}, "test": {"a/test.bin": None}}
+
+    def source(self, split, download):
+        return types.SimpleNamespace(data=self.ARRAYS[split][0], targets=self.ARRAYS[split][1])
+
+
+def arrays(**changes):
+    good = {
+        split: (np.zeros((n, 28, 28), np.uint8), [i % 10 for i in range(n)])
+        for split, n in (("train", 30), ("test", 10))
+    }
+    return type("Changed", (Arrays,), {"ARRAYS": {**good, **changes}})
+
+
+def test_decoded_arrays_become_uint8_nchw_images_and_int64_labels():
+    factory = arrays()(8, validation_size=5)
+    test = factory.splits["test"]
+    assert test.images.shape == (10, 1, 28, 28) and test.images.dtype == torch.uint8
+    assert test.labels.dtype == torch.int64 and test.labels.tolist() == list(range(10))
+
+
+@pytest.mark.parametrize(
+    ("split", "data", "match"),
+    [
+        (
+            "test",
+            (np.zeros((10, 32, 32), np.uint8), [0] * 10),
+            "images of 1x32x32; Arrays images are uint8 1x28x28",
+        ),
+        ("test", (np.zeros((10, 28, 28), np.float32), [0] * 10), "torch.float32 images"),
+        ("train", (np.zeros((0, 28, 28), np.uint8), []), "hold no images"),
+        ("test", (np.zeros((10, 28, 28), np.uint8), [0] * 9), "9 labels for the 10 images"),
+        (
+            "test",
+            (np.zeros((10, 28, 28), np.uint8), [10] * 10),
+            "labels 10..10; Arrays labels are 0..9",
+        ),
+        ("test", (np.zeros((10, 28, 28), np.uint8), [-1] * 10), "labels -1..-1"),
+    ],
+)
+def test_arrays_unlike_the_declaration_are_a_data_error_naming_the_split_files(split, data, match):
+    with pytest.raises(DataError, match=match) as err:
+        arrays(**{split: data})(8, validation_size=0, data_dir="/d")
+    assert f"Arrays's {split} files (a/{split}.bin) in /d" in str(err.value)
 
 
 def test_hold_out_is_a_disjoint_cover_of_the_requested_sizes():
@@ -73,19 +139,16 @@ def test_split_off_never_touches_the_test_split():
 
 
 def test_each_split_takes_the_fast_path_unless_it_has_a_transform():
-    splits = split_off(images(60), images(20, seed=1), 10, 0)
-    factory = ImageDatasetLoader(
-        splits, 8, mean=(0.5,), std=(0.25,), train_transform=ToTensor(), num_workers=0
-    )
+    factory = InMemory(8, train_transform=ToTensor(), validation_size=10, drop_last=True)
     assert isinstance(factory.train_loader(), torch.utils.data.DataLoader)
+    assert factory.train_loader().drop_last and len(factory.train_loader()) == 50 // 8
     assert isinstance(factory.validation_loader(), InMemoryLoader)
     assert isinstance(factory.test_loader(), InMemoryLoader)
     factory.check()
 
 
 def test_the_fast_paths_dataset_items_equal_its_batches():
-    splits = split_off(images(60), images(20, seed=1), 10, 0)
-    factory = ImageDatasetLoader(splits, 20, mean=(0.5,), std=(0.25,))
+    factory = InMemory(20, validation_size=10)
     x, y = next(iter(factory.test_loader()))
     items = [factory.test_set()[i] for i in range(20)]
     assert torch.equal(torch.stack([item[0] for item in items]), x)
@@ -93,14 +156,14 @@ def test_the_fast_paths_dataset_items_equal_its_batches():
 
 
 def test_set_device_on_the_cpu_moves_nothing():
-    factory = ImageDatasetLoader(split_off(images(), images(), 10, 0), 8, mean=(0.5,), std=(0.5,))
+    factory = InMemory(8, validation_size=10)
     factory.set_device(torch.device("cpu"))
     assert factory.train_loader().device.type == "cpu"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_set_device_moves_the_in_memory_splits_to_the_gpu():
-    factory = ImageDatasetLoader(split_off(images(), images(), 10, 0), 8, mean=(0.5,), std=(0.5,))
+    factory = InMemory(8, validation_size=10)
     factory.set_device(torch.device("cuda", 0))
     for loader in (factory.train_loader(), factory.validation_loader(), factory.test_loader()):
         x, y = next(iter(loader))

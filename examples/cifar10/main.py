@@ -14,7 +14,7 @@ from torchvision.models import resnet18
 from torchvision.transforms import Compose, Normalize, RandomCrop, RandomHorizontalFlip, ToTensor
 
 from mlproject import Experiment, MLProject, ProxyModel
-from mlproject.data import CIFARDatasetLoader
+from mlproject.data import CIFAR10Factory
 
 ex = Experiment("cifar10")
 
@@ -39,9 +39,9 @@ class CifarProject(MLProject):
             "num_workers": config["num_workers"],
         }
         if config["fast_data"]:
-            return CIFARDatasetLoader(config["batch_size"], **common)
-        normalize = Normalize(CIFARDatasetLoader.MEAN, CIFARDatasetLoader.STD)
-        return CIFARDatasetLoader(
+            return CIFAR10Factory(config["batch_size"], **common)
+        normalize = Normalize(CIFAR10Factory.MEAN, CIFAR10Factory.STD)
+        return CIFAR10Factory(
             config["batch_size"],
             train_transform=Compose(
                 [RandomCrop(32, padding=4), RandomHorizontalFlip(), ToTensor(), normalize]

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mlproject import Experiment, MLProject, ProxyModel
-from mlproject.data import ClutteredMNISTDatasetLoader
+from mlproject.data import ClutteredMNISTFactory
 
 ex = Experiment("cluttered_mnist")
 
@@ -35,7 +35,7 @@ def config():
 class ClutteredMNISTProject(MLProject):
     @staticmethod
     def get_dataset_factory(config):
-        factory = ClutteredMNISTDatasetLoader(
+        factory = ClutteredMNISTFactory(
             config["batch_size"],
             data_dir=config["data_dir"],
             validation_size=config["validation_size"],

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from mlproject import Experiment, MLProject, ProxyModel
-from mlproject.data import FashionMNISTDatasetLoader
+from mlproject.data import FashionMNISTFactory
 
 ex = Experiment("fashion_mnist")
 
@@ -27,7 +27,7 @@ def config():
 class FashionMNISTProject(MLProject):
     @staticmethod
     def get_dataset_factory(config):
-        return FashionMNISTDatasetLoader(
+        return FashionMNISTFactory(
             config["batch_size"],
             data_dir=config["data_dir"],
             validation_size=config["validation_size"],

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mlproject import Experiment, MLProject, ProxyModel
-from mlproject.data import MNISTDatasetLoader
+from mlproject.data import MNISTFactory
 
 ex = Experiment("mnist")
 
@@ -27,7 +27,7 @@ def config():
 class MNISTProject(MLProject):
     @staticmethod
     def get_dataset_factory(config):
-        return MNISTDatasetLoader(
+        return MNISTFactory(
             config["batch_size"],
             data_dir=config["data_dir"],
             validation_size=config["validation_size"],

@@ -27,20 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mlproject.data.images import (
-    ImageDatasetLoader,
-    TensorImages,
-    Transform,
-    check_arguments,
-    split_off,
-    to_pil,
-)
-from mlproject.data.mnist import load_mnist
-from mlproject.data.paths import resolve_data_dir
+from mlproject.data.datasets import MNISTFactory
+from mlproject.data.images import ImageSplit, TensorImages, Transform, split_off, to_pil
 from mlproject.errors import DataError
 
 # The stream of each split: numpy.random.default_rng([seed, SPLIT_STREAMS[split]]).
@@ -71,8 +62,8 @@ class ClutteredMNIST(Dataset):
         transform: PIL transform of ``__getitem__``.
 
     Example:
-        >>> train, test = load_mnist(resolve_data_dir(None))
-        >>> data = ClutteredMNIST(test, "test", n_samples=100, seed=0)
+        >>> digits = MNISTFactory(validation_size=0).splits["test"]
+        >>> data = ClutteredMNIST(digits, "test", n_samples=100, seed=0)
         >>> canvas, label = data[0]
         >>> tuple(canvas.shape)
         (1, 100, 100)
@@ -176,21 +167,20 @@ class ClutteredMNIST(Dataset):
         return round(float(mean), 4), round(float(std), 4) or 1.0
 
 
-class ClutteredMNISTDatasetLoader(ImageDatasetLoader):
-    """ClutteredMNIST splits built from the MNIST files: train and validation canvases from
-    MNIST's training digits (split by ``validation_size`` / ``split_seed``), test canvases from
-    MNIST's test digits.
+class ClutteredMNISTFactory(MNISTFactory):
+    """ClutteredMNIST splits built from the MNIST files (read as ``MNISTFactory`` reads them):
+    train and validation canvases from MNIST's training digits (split by ``validation_size`` /
+    ``split_seed``), test canvases from MNIST's test digits.
 
-    Files: MNIST's (``<data_dir>/MNIST/raw/``, see ``MNISTDatasetLoader``). Batches are
-    ``(x, y)``: x float32 ``N x 1 x H x W``, y int64. The fast path renders each split once
-    into memory (100x100 canvases: 10 kB each, ~700 MB for the default 70,000) and normalises
-    with ``mean`` / ``std``, measured on the first 2,000 training canvases. With transforms,
-    canvases are rendered one by one in the ``DataLoader`` workers, identical to the fast
-    path's.
+    Batches are ``(x, y)``: x float32 ``N x 1 x H x W``, y int64. The fast path renders each
+    split once into memory (100x100 canvases: 10 kB each, ~700 MB for the default 70,000) and
+    normalises with ``mean`` / ``std``, measured on the first 2,000 training canvases. With
+    transforms, canvases are rendered one by one in the ``DataLoader`` workers, identical to
+    the fast path's.
 
     Args:
         batch_size, train_transform, test_transform, data_dir, validation_size, split_seed,
-        num_workers, download, drop_last: as ``MNISTDatasetLoader``.
+        num_workers, download, drop_last: as ``MNISTFactory``.
         shape: canvas (height, width), at least 28x28.
         n_clutters: clutter patches per canvas.
         clutter_size: side of the square clutter patches, 1..28.
@@ -198,7 +188,7 @@ class ClutteredMNISTDatasetLoader(ImageDatasetLoader):
         seed: the canvases' seed (the same seed gives the same canvases everywhere).
 
     Example:
-        >>> factory = ClutteredMNISTDatasetLoader(64, n_train=10_000, seed=1)
+        >>> factory = ClutteredMNISTFactory(64, n_train=10_000, seed=1)
         >>> x, y = next(iter(factory.train_loader()))
         >>> tuple(x.shape)
         (64, 1, 100, 100)
@@ -224,44 +214,53 @@ class ClutteredMNISTDatasetLoader(ImageDatasetLoader):
         n_test: int | None = None,
         seed: int = 0,
     ):
-        check_arguments(
-            batch_size=batch_size,
-            validation_size=validation_size,
-            split_seed=split_seed,
-            num_workers=num_workers,
-        )
-        counts = {"train": n_train, "validation": n_validation, "test": n_test}
-        _check_generator(shape, n_clutters, clutter_size, counts, validation_size, seed)
-        self.data_dir = resolve_data_dir(data_dir)
-        train, test = load_mnist(self.data_dir, "MNIST", download)
-        sources = split_off(train, test, validation_size, split_seed)
-        self.splits = {
-            name: ClutteredMNIST(
-                digits, name, counts[name], seed, tuple(shape), n_clutters, clutter_size
-            )
-            for name, digits in sources.items()
-            if digits is not None
-        }
-        self.params = {
+        self.counts = {"train": n_train, "validation": n_validation, "test": n_test}
+        _check_generator(shape, n_clutters, clutter_size, self.counts, validation_size, seed)
+        self.canvas = {
             "seed": seed,
-            "shape": list(self.splits["train"].shape),
+            "shape": tuple(shape),
             "n_clutters": n_clutters,
             "clutter_size": clutter_size,
-            "n_samples": {name: len(split) for name, split in self.splits.items()},
-            "validation_size": validation_size,
-            "split_seed": split_seed,
         }
-        mean, std = self.splits["train"].statistics()
         super().__init__(
-            {name: self.splits.get(name) for name in ("train", "validation", "test")},
             batch_size,
-            mean=(mean,),
-            std=(std,),
-            train_transform=train_transform,
-            test_transform=test_transform,
-            num_workers=num_workers,
-            drop_last=drop_last,
+            train_transform,
+            test_transform,
+            data_dir,
+            validation_size,
+            split_seed,
+            num_workers,
+            download,
+            drop_last,
         )
+
+    def split(
+        self, train: TensorImages, test: TensorImages, validation_size: int, split_seed: int
+    ) -> dict[str, ImageSplit | None]:
+        """The canvases of each split, from the digits ``MNISTFactory`` splits them into."""
+        digits = split_off(train, test, validation_size, split_seed)
+        return {
+            name: None
+            if split is None
+            else ClutteredMNIST(split, name, self.counts[name], **self.canvas)
+            for name, split in digits.items()
+        }
+
+    def normalisation(self, splits: dict[str, ImageSplit | None]) -> tuple[tuple, tuple]:
+        """The mean and std of the training canvases' pixels."""
+        mean, std = splits["train"].statistics()  # type: ignore[union-attr]
+        return (mean,), (std,)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters that make the canvases (what an export records)."""
+        return {
+            **self.canvas,
+            "shape": list(self.splits["train"].shape),  # type: ignore[attr-defined]
+            "n_samples": {name: len(split) for name, split in self.splits.items()},
+            "validation_size": self.validation_size,
+            "split_seed": self.split_seed,
+        }
 
     def export(self, directory: str | os.PathLike) -> Path:
         """Write every canvas as a PNG, ``<directory>/<split>/<label>/<index>.png``, for
@@ -272,6 +271,8 @@ class ClutteredMNISTDatasetLoader(ImageDatasetLoader):
         other files, is refused with a ``DataError``. The export is written next to the folder
         and renamed into place at the end, so an interrupted export leaves no half folder.
         """
+        from PIL import Image  # only exports write PNGs
+
         target = Path(directory).expanduser()
         params = {**self.params, "mnist_sha256": _fingerprint(self.splits.values())}
         params_path = target / EXPORT_PARAMS_FILE
@@ -351,3 +352,7 @@ def _fingerprint(splits: Iterable[ClutteredMNIST]) -> str:
         digest.update(split.digits.tobytes())
         digest.update(split.labels.numpy().tobytes())
     return digest.hexdigest()
+
+
+# The name of the first release.
+ClutteredMNISTDatasetLoader = ClutteredMNISTFactory

@@ -1,4 +1,4 @@
-"""DigitsDatasetLoader: scikit-learn's bundled 8x8 handwritten digits, offline real data."""
+"""DigitsFactory: scikit-learn's bundled 8x8 handwritten digits, offline real data."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from mlproject.data.factory import DatasetFactory
 from mlproject.errors import DataError
 
 
-class DigitsDatasetLoader(DatasetFactory):
+class DigitsFactory(DatasetFactory):
     """The 1,797 8x8 digit images shipped with scikit-learn, split into train/validation/test.
 
     The split is a deterministic shuffle by ``split_seed`` (the same in every process), so the
@@ -17,7 +17,7 @@ class DigitsDatasetLoader(DatasetFactory):
     flattened to 64 floats scaled to [0, 1]; labels are int64 in 0..9.
 
     Example:
-        >>> factory = DigitsDatasetLoader(batch_size=64)
+        >>> factory = DigitsFactory(batch_size=64)
         >>> x, y = next(iter(factory.train_loader()))
         >>> tuple(x.shape), y.dtype
         ((64, 64), torch.int64)
@@ -35,7 +35,7 @@ class DigitsDatasetLoader(DatasetFactory):
             from sklearn.datasets import load_digits
         except ImportError as err:
             raise DataError(
-                "DigitsDatasetLoader needs scikit-learn: pip install 'mlproject[examples]'"
+                "DigitsFactory needs scikit-learn: pip install 'mlproject[examples]'"
             ) from err
         digits = load_digits()
         x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
@@ -55,3 +55,7 @@ class DigitsDatasetLoader(DatasetFactory):
             test_set=TensorDataset(x[test], y[test]),
             loader_kwargs={"batch_size": batch_size, "num_workers": num_workers},
         )
+
+
+# The name of the first release.
+DigitsDatasetLoader = DigitsFactory

@@ -72,7 +72,7 @@ class DatasetFactory:
     def _loader(self, split: str) -> Iterable | None:
         if self._loaders[split] is None and self._sets[split] is not None:
             if len(self._sets[split]) == 0:  # type: ignore[arg-type]
-                raise DataError(f"the {split} dataset is empty (0 samples)")
+                raise DataError(empty_message(split))
             kwargs = {"batch_size": 1, "shuffle": split == "train", **self.loader_kwargs}
             if split != "train":
                 kwargs["shuffle"] = False
@@ -88,13 +88,23 @@ class DatasetFactory:
 
     # --- checks -----------------------------------------------------------------------------
     def has_train_set(self) -> bool:
-        return self.train_loader() is not None
+        return self._checked_loader("train") is not None
 
     def has_validation_set(self) -> bool:
-        return self.validation_loader() is not None
+        return self._checked_loader("validation") is not None
 
     def has_test_set(self) -> bool:
-        return self.test_loader() is not None
+        return self._checked_loader("test") is not None
+
+    def _checked_loader(self, split: str) -> Iterable | None:
+        """``<split>_loader()``; torch's error for an empty dataset behind a shuffled
+        ``DataLoader`` built there (an overridden method) becomes the usual empty-split error."""
+        try:
+            return getattr(self, f"{split}_loader")()
+        except ValueError as err:
+            if "num_samples should be a positive integer" not in str(err):
+                raise
+            raise DataError(empty_message(split)) from err
 
     def check(self) -> None:
         """Raise ``DataError`` if there is no training data or a loader yields no batch."""
@@ -104,7 +114,7 @@ class DatasetFactory:
                 "or override train_loader()"
             )
         for split in SPLITS:
-            loader = getattr(self, f"{split}_loader")()
+            loader = self._checked_loader(split)
             if loader is not None:
                 check_loader(loader, split)
 
@@ -125,6 +135,8 @@ def check_loader(loader: Iterable, split: str) -> int:
                 n_samples = len(loader.dataset)  # type: ignore[arg-type]
             except TypeError:
                 n_samples = "?"
+            if n_samples == 0:
+                raise DataError(empty_message(split))
             detail = (
                 f": the dataset has {n_samples} samples, batch_size={loader.batch_size}, "
                 f"drop_last={loader.drop_last}"
@@ -133,3 +145,12 @@ def check_loader(loader: Iterable, split: str) -> int:
                 detail += ". Use a smaller batch_size or drop_last=False"
         raise DataError(f"the {split} loader yields no batches{detail}")
     return n_batches
+
+
+def empty_message(split: str) -> str:
+    """The error of an empty split, whichever way it was given."""
+    fix = "" if split == "train" else f", or give no {split} split at all (None)"
+    return (
+        f"the {split} dataset is empty (0 samples); a split needs at least one sample: check "
+        f"the files or the filter it was built from{fix}"
+    )

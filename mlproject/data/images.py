@@ -1,44 +1,62 @@
-"""ImageDatasetLoader: the DatasetFactory shared by the image datasets, fast path or per-sample.
+"""ImageDatasetFactory: the template every ready-made image factory is declared on.
 
-A dataset module (MNIST, CIFAR-10, ClutteredMNIST) only decodes its files into uint8 tensors;
-this module holds out the validation split and serves each split one of two ways:
+A ready-made factory declares its dataset: constants (``NAME``, ``SOURCE``, ``MEAN``, ``STD``,
+``SHAPE``, ``CLASSES``) and where torchvision finds its files (``files``, ``instructions``, and
+``source`` / ``arrays`` where torchvision's signature or arrays differ from MNIST's). The
+template does the rest, once for all:
 
-- **fast path** (the split's transform is None): an ``InMemoryLoader`` over the uint8 tensor,
-  batches normalised with the dataset's mean and std, on the model's device;
-- **per-sample path** (a torchvision transform is given): a ``Dataset`` yielding one PIL image
-  at a time through the transform, batched by a ``DataLoader`` with ``num_workers``.
+- fetch and decode with the ``torchvision.datasets`` class ``SOURCE`` (imported here, on first
+  use: ``import mlproject`` does not pay for torchvision); when it fails, a ``DataError`` names
+  each missing or damaged file and how to put it there, and a failed download leaves nothing;
+- check the decoded arrays (image shape, one label per image, labels in range);
+- hold the validation split out of the training split (``validation_size``, ``split_seed``);
+- serve each split by the **fast path** when its transform is None (an ``InMemoryLoader`` over
+  the uint8 tensor, normalised with ``MEAN`` / ``STD``, on the model's device after
+  ``set_device``) or else the **per-sample path** (one PIL image at a time through the
+  torchvision transform, batched by a ``DataLoader`` with ``num_workers``).
 
-A transform of None therefore means ``Compose([ToTensor(), Normalize(mean, std)])`` (plus the
-dataset's default augmentation for the training split), and both paths give equal tensors.
+A transform of None therefore means ``Compose([ToTensor(), Normalize(MEAN, STD)])`` (plus the
+dataset's fast-path augmentation of the training split), and both paths give equal tensors.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
+import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mlproject.data.factory import DatasetFactory
-from mlproject.data.fast import InMemoryLoader, normalize
+from mlproject.data.factory import SPLITS, DatasetFactory
+from mlproject.data.files import MISSING, files_message, removed_on_failure, resolve_data_dir
+from mlproject.data.in_memory import InMemoryLoader, normalize
 from mlproject.errors import DataError
 
-Transform = Callable[[Image.Image], Any]
+# A torchvision transform: takes a PIL image.
+Transform = Callable[[Any], Any]
+
+
+def torchvision_datasets() -> ModuleType:
+    """``torchvision.datasets``, imported on first use: the import takes about as long as
+    torch's (``benchmarks/bench_startup.py``), so only loading a ready-made dataset pays it."""
+    import torchvision.datasets
+
+    return torchvision.datasets
 
 
 class ImageSplit(Protocol):
-    """One split of an image dataset, servable by either path."""
+    """One split of an image dataset, servable by either path: ``tensors()`` gives all images
+    (uint8 ``N x C x H x W``) and labels (int64), ``dataset(transform)`` a per-sample
+    ``Dataset`` of ``(transform(PIL image), int label)``."""
 
-    def tensors(self) -> tuple[Tensor, Tensor]:
-        """All images as uint8 ``N x C x H x W`` and labels as int64 ``N``."""
-        ...
+    def tensors(self) -> tuple[Tensor, Tensor]: ...
 
-    def dataset(self, transform: Transform) -> Dataset:
-        """A per-sample ``Dataset`` of ``(transform(pil_image), int label)``."""
-        ...
+    def dataset(self, transform: Transform) -> Dataset: ...
 
     def __len__(self) -> int: ...
 
@@ -46,9 +64,8 @@ class ImageSplit(Protocol):
 class TensorImages(Dataset):
     """Decoded images as a per-sample ``Dataset``: ``(transform(PIL image), label)`` per index.
 
-    What torchvision's MNIST and CIFAR10 datasets do in ``__getitem__``, on images already
-    decoded and checked. With ``transform=None`` an item is the normalised float tensor the
-    fast path would give for it.
+    What torchvision's datasets do in ``__getitem__``, on the arrays they decoded. With
+    ``transform=None`` an item is the normalised float tensor the fast path gives for it.
 
     Example:
         >>> from torchvision.transforms import ToTensor
@@ -81,7 +98,6 @@ class TensorImages(Dataset):
             return normalize(self.images[index : index + 1], self.mean, self.std)[0], label
         return self.transform(to_pil(self.images[index])), label
 
-    # --- ImageSplit -----------------------------------------------------------------------
     def tensors(self) -> tuple[Tensor, Tensor]:
         return self.images, self.labels
 
@@ -93,15 +109,17 @@ class TensorImages(Dataset):
         return TensorImages(self.images[index], self.labels[index], self.transform)
 
 
-def to_pil(image: Tensor) -> Image.Image:
+def to_pil(image: Tensor) -> Any:
     """One uint8 ``C x H x W`` image as the PIL image torchvision's datasets would give."""
+    from PIL import Image  # only the per-sample path and exports need PIL
+
     if image.shape[0] == 1:
         return Image.fromarray(image[0].numpy(), mode="L")
     return Image.fromarray(image.permute(1, 2, 0).contiguous().numpy(), mode="RGB")
 
 
 def check_arguments(**arguments: Any) -> None:
-    """Raise one ``DataError`` naming every bad loader argument, before any file is touched.
+    """Raise one ``DataError`` naming every bad factory argument, before any file is touched.
 
     Knows ``batch_size`` (int >= 1), ``validation_size``, ``num_workers`` (int >= 0) and
     ``split_seed`` (int); other names are ignored.
@@ -114,14 +132,9 @@ def check_arguments(**arguments: Any) -> None:
     minimum = {"batch_size": 1, "validation_size": 0, "num_workers": 0, "split_seed": None}
     problems = []
     for name, value in arguments.items():
-        if name not in minimum:
-            continue
-        low = minimum[name]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or (low is not None and value < low)
-        ):
+        low = minimum.get(name, None)
+        bad = isinstance(value, bool) or not isinstance(value, int)
+        if name in minimum and (bad or (low is not None and value < low)):
             allowed = "an int" if low is None else f"an int >= {low}"
             problems.append(f"{name}={value!r} must be {allowed}")
     if problems:
@@ -166,78 +179,92 @@ def split_off(
     }
 
 
-class ImageDatasetLoader(DatasetFactory):
-    """The train / validation / test splits of an image dataset, each served by the fast path
-    or, when given a torchvision transform, the per-sample path.
+class ImageDatasetFactory(DatasetFactory):
+    """The template of the ready-made image factories (see the module docstring).
+
+    A subclass declares the class constants below and ``files`` / ``instructions``; it
+    overrides ``source`` and ``arrays`` when its torchvision class is not called like MNIST's
+    or holds its arrays elsewhere, and ``load`` to take its images from anywhere else.
 
     Args:
-        splits: ``{"train": ..., "validation": ... or None, "test": ...}``.
         batch_size: samples per batch, every split.
         train_transform: PIL transform of the training split; None = fast path.
-        test_transform: PIL transform of the validation and test splits; None = fast path.
-        mean, std: per-channel normalisation of the fast path (after scaling to [0, 1]).
-        augment: the fast path's training augmentation: random crop with zero padding 4 and
-            horizontal flip, per sample and epoch.
+        test_transform: the same for the validation and test splits.
+        data_dir: the data directory (``mlproject.data.files``): the argument, else
+            ``$DATA_DIR``, else ``~/.cache/mlproject/data``.
+        validation_size: training images held out for validation (0 = no validation split).
+        split_seed: seed of the hold-out, the same split in every process.
         num_workers: ``DataLoader`` workers of the per-sample path (the fast path needs none).
+        download: fetch missing files with torchvision (needs the network, except for archives
+            already in place, which are MD5-checked and unpacked).
         drop_last: drop the last incomplete training batch.
+        augment: the fast path's training augmentation ``CROP_PADDING`` / ``FLIP``, if the
+            dataset has one; False turns it off.
 
-    Example:
-        >>> images = TensorImages(torch.zeros(100, 1, 28, 28, dtype=torch.uint8), torch.zeros(100))
-        >>> factory = ImageDatasetLoader({"train": images, "validation": None, "test": images},
-        ...                              batch_size=32, mean=(0.5,), std=(0.5,))
-        >>> len(factory.train_loader()), factory.validation_loader()
-        (4, None)
+    Example (``SVHNFactory`` in ``mlproject/data/datasets.py`` is a whole declaration):
+        >>> factory = SVHNFactory(128, data_dir="~/data", validation_size=5000)
+        >>> len(factory.train_loader()), factory.classes[:3]
+        (534, ['0', '1', '2'])
     """
 
-    # The padding of the fast path's random crop, as in the README's RandomCrop(32, padding=4).
-    CROP_PADDING = 4
+    NAME = ""  # the dataset in messages
+    SOURCE = ""  # the torchvision.datasets class that fetches and decodes the files
+    MEAN: tuple[float, ...] = ()  # per-channel normalisation of the fast path, on [0, 1]
+    STD: tuple[float, ...] = ()
+    SHAPE: tuple[int, ...] = ()  # channels, height, width of the images
+    CLASSES: tuple[str, ...] = ()  # the class names; labels are 0..len(CLASSES) - 1
+    CROP_PADDING = 0  # fast-path augmentation: random crop with this zero padding (0 = none)
+    FLIP = False  # fast-path augmentation: random horizontal flip
 
     def __init__(
         self,
-        splits: dict[str, ImageSplit | None],
-        batch_size: int,
-        *,
-        mean: Sequence[float],
-        std: Sequence[float],
+        batch_size: int = 128,
         train_transform: Transform | None = None,
         test_transform: Transform | None = None,
-        augment: bool = False,
+        data_dir: str | os.PathLike | None = None,
+        validation_size: int = 5000,
+        split_seed: int = 0,
         num_workers: int = 0,
+        download: bool = True,
         drop_last: bool = False,
+        augment: bool = True,
     ):
-        check_arguments(batch_size=batch_size, num_workers=num_workers)
-        self.mean, self.std = tuple(mean), tuple(std)
-        sets: dict[str, Dataset | None] = {}
-        loaders: dict[str, InMemoryLoader | None] = {}
-        for name, split in splits.items():
-            transform = train_transform if name == "train" else test_transform
-            sets[name] = loaders[name] = None
-            if split is None:
-                continue
-            if transform is None:
-                images, labels = split.tensors()
-                train = name == "train"
-                loaders[name] = InMemoryLoader(
-                    images,
-                    labels,
-                    batch_size,
-                    shuffle=train,
-                    drop_last=drop_last and train,
-                    mean=mean,
-                    std=std,
-                    crop_padding=self.CROP_PADDING if augment and train else 0,
-                    flip=augment and train,
-                )
-                sets[name] = TensorImages(images, labels, None, mean, std)
-            else:
+        check_arguments(
+            batch_size=batch_size,
+            validation_size=validation_size,
+            split_seed=split_seed,
+            num_workers=num_workers,
+        )
+        self.data_dir = resolve_data_dir(data_dir)
+        self.classes = list(self.CLASSES)
+        self.validation_size, self.split_seed = validation_size, split_seed
+        splits = self.split(*self.load(download), validation_size, split_seed)
+        self.splits = {name: split for name, split in splits.items() if split is not None}
+        self.mean, self.std = self.normalisation(splits)
+        sets: dict[str, Dataset | None] = dict.fromkeys(SPLITS)
+        loaders: dict[str, InMemoryLoader | None] = dict.fromkeys(SPLITS)
+        for name, split in self.splits.items():
+            train = name == "train"
+            transform = train_transform if train else test_transform
+            if transform is not None:
                 sets[name] = split.dataset(transform)
+                continue
+            images, labels = split.tensors()
+            loaders[name] = InMemoryLoader(
+                images,
+                labels,
+                batch_size,
+                shuffle=train,
+                drop_last=drop_last and train,
+                mean=self.mean,
+                std=self.std,
+                crop_padding=self.CROP_PADDING if augment and train else 0,
+                flip=self.FLIP and augment and train,
+            )
+            sets[name] = TensorImages(images, labels, None, self.mean, self.std)
         super().__init__(
-            train_set=sets["train"],
-            train_loader=loaders["train"],
-            validation_set=sets["validation"],
-            validation_loader=loaders["validation"],
-            test_set=sets["test"],
-            test_loader=loaders["test"],
+            **{f"{name}_set": sets[name] for name in SPLITS},
+            **{f"{name}_loader": loaders[name] for name in SPLITS},
             loader_kwargs={
                 "batch_size": batch_size,
                 "num_workers": num_workers,
@@ -255,3 +282,136 @@ class ImageDatasetLoader(DatasetFactory):
         if torch.device(device).type != "cpu":
             for loader in self._in_memory:
                 loader.to(device)
+
+    # --- the declaration: what a ready-made factory says about its files ----------------------
+    def files(self) -> dict[str, dict[str, str | None]]:
+        """``{"train": {file: md5}, "test": {...}}``: each split's files, relative to the data
+        directory, with the MD5 torchvision checks them against on every load (None: none)."""
+        raise NotImplementedError(f"{type(self).__name__} must declare its files()")
+
+    def instructions(self) -> str:
+        """How to put the files in place by hand (part of the error when they are missing)."""
+        raise NotImplementedError(f"{type(self).__name__} must declare its instructions()")
+
+    def source(self, split: str, download: bool) -> Any:
+        """The torchvision dataset of ``split`` ("train" or "test"); MNIST's and CIFAR-10's
+        signature."""
+        return self.source_class()(self.data_dir, train=split == "train", download=download)
+
+    def arrays(self, source: Any) -> tuple[Any, Any]:
+        """(images, labels) of a torchvision dataset: uint8 ``N x C x H x W`` (or ``N x H x W``)
+        and integer labels, tensors, arrays or lists."""
+        return source.data, source.targets
+
+    def downloads(self) -> tuple[str, ...]:
+        """Other files a download leaves in the data directory (archives): cleaned up with the
+        rest when it fails."""
+        return ()
+
+    def damage(self, path: Path) -> str | None:
+        """What is wrong with ``path``, a file without an MD5 that torchvision failed on."""
+        return None
+
+    # --- hooks of derived datasets (ClutteredMNIST) ----------------------------------------
+    def split(
+        self, train: TensorImages, test: TensorImages, validation_size: int, split_seed: int
+    ) -> dict[str, ImageSplit | None]:
+        """The train / validation / test splits served (default: ``split_off``)."""
+        return split_off(train, test, validation_size, split_seed)
+
+    def normalisation(self, splits: dict[str, ImageSplit | None]) -> tuple[tuple, tuple]:
+        """The fast path's (mean, std) (default: ``MEAN``, ``STD``)."""
+        return tuple(self.MEAN), tuple(self.STD)
+
+    # --- the template ------------------------------------------------------------------------
+    def source_class(self) -> type:
+        """The torchvision dataset class ``SOURCE``."""
+        return getattr(torchvision_datasets(), self.SOURCE)
+
+    def load(self, download: bool) -> tuple[TensorImages, TensorImages]:
+        """The checked (train, test) images of the files, fetched first when missing."""
+        files = self.files()
+        try:
+            sources = {split: self.source(split, download=False) for split in files}
+        except Exception as error:  # whatever torchvision raises on missing or broken files
+            sources = self._recover(files, download, error)
+        return self._checked("train", files, sources), self._checked("test", files, sources)
+
+    def _recover(self, files: dict, download: bool, error: Exception) -> dict[str, Any]:
+        """After torchvision failed on the files: fetch them (leaving nothing if that fails)
+        or raise the ``DataError`` naming each missing or damaged file."""
+        if isinstance(error, ImportError):
+            package = error.name or str(error)
+            raise DataError(
+                f"{self.NAME} needs {package} to read its files: pip install {package}"
+            ) from error
+        problems = self._problems(files)
+        if not problems:
+            raise error  # torchvision failed on files that look whole: not ours to explain
+        if not download:
+            why = "download=False: pass download=True to fetch them, with network"
+            raise DataError(self._message(files, problems, why)) from error
+        creates = {
+            self.data_dir / Path(name).parts[0] for split in files.values() for name in split
+        }
+        creates.update(self.data_dir / name for name in self.downloads())
+        try:
+            with removed_on_failure(creates):
+                return {split: self.source(split, download=True) for split in files}
+        except Exception as failure:
+            reason = " ".join(str(failure).split()) or repr(failure)  # torchvision's, on one line
+            why = f"download=True could not fetch them: {reason}"
+            raise DataError(self._message(files, self._problems(files), why)) from failure
+
+    def _problems(self, files: dict[str, dict[str, str | None]]) -> dict[str, str]:
+        """``{file: MISSING or what is wrong}`` for each file that is not whole."""
+        check_integrity = torchvision_datasets().utils.check_integrity
+        problems = {}
+        for name, md5 in ((n, m) for split in files.values() for n, m in split.items()):
+            path = self.data_dir / name
+            if not path.is_file():
+                problems[name] = MISSING
+            elif md5 is not None and not check_integrity(path, md5):
+                problems[name] = f"its MD5 is not torchvision's {md5}"
+            elif (damage := self.damage(path)) is not None:
+                problems[name] = damage
+        return problems
+
+    def _message(self, files: dict, problems: dict[str, str], why: str) -> str:
+        names = [name for split in files.values() for name in split]
+        return files_message(self.NAME, self.data_dir, names, problems, why, self.instructions())
+
+    def _checked(self, split: str, files: dict, sources: dict[str, Any]) -> TensorImages:
+        """The arrays of ``sources[split]`` as ``TensorImages``, after checking they are what
+        the class declares (a ``DataError`` naming the split's files if not)."""
+        images, labels = self.arrays(sources[split])
+        if not torch.is_tensor(images):
+            images = torch.from_numpy(np.ascontiguousarray(images))
+        images = images.unsqueeze(1) if images.dim() == 3 else images
+        labels = torch.as_tensor(labels)
+        problem = None
+        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != self.SHAPE:
+            shape = "x".join(map(str, images.shape[1:]))
+            problem = f"hold {images.dtype} images of {shape}; {self.NAME} images are uint8 " + (
+                "x".join(map(str, self.SHAPE))
+            )
+        elif len(images) == 0:
+            problem = "hold no images"
+        elif labels.shape != (len(images),):
+            problem = f"hold {labels.numel()} labels for the {len(images)} images"
+        elif labels.min() < 0 or labels.max() >= len(self.CLASSES):
+            problem = (
+                f"hold labels {int(labels.min())}..{int(labels.max())}; {self.NAME} labels are "
+                f"0..{len(self.CLASSES) - 1}"
+            )
+        if problem is not None:
+            raise DataError(
+                f"{self.NAME}'s {split} files ({', '.join(files[split])}) in {self.data_dir} "
+                f"{problem}. They are damaged or not {self.NAME}'s: delete them to have them "
+                "downloaded again (download=True), or replace them with the originals"
+            )
+        return TensorImages(images, labels)
+
+
+# The name of the first release.
+ImageDatasetLoader = ImageDatasetFactory

@@ -1,6 +1,6 @@
 """InMemoryLoader: batches of a uint8 image tensor held in memory, with batched augmentation.
 
-The fast path of the dataset loaders: images are decoded once into one uint8 tensor and each
+The fast path of the ready-made factories: images are decoded once into one uint8 tensor and each
 batch is an index into it, converted to float and normalised per batch (on the GPU when the
 tensor lives there), instead of one PIL image and one transform call per sample.
 

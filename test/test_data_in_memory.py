@@ -5,8 +5,8 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import Compose, Normalize, ToTensor
 
-from mlproject.data.fast import InMemoryLoader, crop_flip, normalize
 from mlproject.data.images import to_pil
+from mlproject.data.in_memory import InMemoryLoader, crop_flip, normalize
 from mlproject.errors import DataError
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

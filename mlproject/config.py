@@ -33,6 +33,12 @@ DEFAULTS: dict[str, Any] = {
     "init_from_optimizer": True,  # a fork also takes the checkpoint's optimizer state (moments)
     "keep_checkpoints": 2,  # keep the newest N (>= 2) periodic checkpoints; None = keep all
     "nonfinite": "error",  # NaN/inf loss: 'error' stops the run; 'skip' skips and counts steps
+    "precision": "32",  # '32'; 'bf16' (autocast); '16' (autocast + GradScaler)
+    "accumulate_grad_batches": 1,  # training batches per optimizer step (loss normalised)
+    "clip_grad_norm": None,  # max gradient norm per optimizer, after unscaling; None = no clip
+    "compile": False,  # torch.compile the networks (True, or a backend name); plain checkpoints
+    "validate_iterations": "epoch",  # evaluate every N optimizer steps, or at each 'epoch' end
+    "early_stopping": None,  # stop after N evaluations without a better benchmark metric
     "deterministic": False,  # torch.use_deterministic_algorithms(True) for the run
     "progress": True,  # show a tqdm progress bar per epoch (on stderr)
     "seed": None,  # RNG seed; sacred fills it in; None outside sacred = draw one and record it
@@ -56,6 +62,9 @@ NOT_IDENTITY = frozenset(
         "progress",
         "resume",
         "seed",  # sacred draws a new one each start; a continued run keeps its own
+        "compile",  # the same computation, compiled or not
+        "validate_iterations",
+        "early_stopping",  # when to stop is the run's length
     }
 )
 
@@ -117,6 +126,25 @@ def _check(key: str, value: Any) -> str | None:
     elif key == "nonfinite":
         if value not in ("error", "skip"):
             return "must be 'error' (stop the run) or 'skip' (skip the step and count it)"
+    elif key == "precision":
+        if value not in ("32", "bf16", "16"):
+            return "must be '32', 'bf16' or '16'. Use precision=bf16 (autocast, no scaler)"
+    elif key == "accumulate_grad_batches":
+        if not _positive_int(value):
+            return "must be a positive int (batches per step). Use accumulate_grad_batches=4"
+    elif key == "clip_grad_norm":
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if value is not None and not (number and value > 0 and value == value):
+            return "must be a positive number or None (no clipping). Use clip_grad_norm=1.0"
+    elif key == "validate_iterations":
+        if not (_positive_int(value) or value == "epoch"):
+            return "must be a positive int (steps) or 'epoch'. Use validate_iterations=500"
+    elif key == "early_stopping":
+        if value is not None and not _positive_int(value):
+            return "must be a positive int (evaluations) or None. Use early_stopping=5"
+    elif key == "compile":
+        if not isinstance(value, bool | str) or value == "":
+            return "must be True, False or a torch.compile backend name. Use compile=True"
     elif key in ("deterministic", "progress", "init_from_optimizer"):
         if not isinstance(value, bool):
             return f"must be True or False. Use {key}=True"
@@ -191,6 +219,8 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     merged = {**DEFAULTS, **config}
     if merged["n_global_iterations"] == 0 and _is_int(merged["n_global_iterations"]):
         merged["n_global_iterations"] = None  # the original design's "not set"
+    if merged["precision"] in (16, 32) and _is_int(merged["precision"]):
+        merged["precision"] = str(merged["precision"])  # precision=16 on sacred's command line
     problems = []
     for key in config:
         if key in DEFAULTS:

@@ -12,6 +12,7 @@ from torch import nn
 
 from mlproject.errors import ModelError
 from mlproject.nonfinite import NonFinitePolicy
+from mlproject.step import Stepper
 
 _SCHEDULER_TYPES = (
     torch.optim.lr_scheduler.LRScheduler,
@@ -45,6 +46,9 @@ class Model(nn.Module):
             ``add_*``; the same class writing nothing when TensorBoard is off), e.g. for images
             on ``LogLevel.ALL`` steps.
         nonfinite: the run's NaN/inf policy (``mlproject.nonfinite.NonFinitePolicy``).
+        stepper: how optimizer steps are taken (``mlproject.step.Stepper``): the run's
+            precision, gradient accumulation and clipping, used by ``autocast``,
+            ``backward`` and ``step``.
         global_step: the number of optimizer steps done before the current batch.
 
     Example:
@@ -75,8 +79,16 @@ class Model(nn.Module):
         self.log_level = LogLevel.SCALARS
         self._writer: Any = None
         self.global_step = 0
-        self.nonfinite = NonFinitePolicy("error")
+        self.stepper = Stepper()
         self._device_cache: torch.device | None = None
+
+    @property
+    def nonfinite(self) -> NonFinitePolicy:
+        return self.stepper.nonfinite
+
+    @nonfinite.setter
+    def nonfinite(self, policy: NonFinitePolicy) -> None:
+        self.stepper.nonfinite = policy
 
     @property
     def writer(self) -> Any:
@@ -127,11 +139,13 @@ class Model(nn.Module):
         return _find(self, _SCHEDULER_TYPES)
 
     def training_state(self) -> dict[str, Any]:
-        """Weights, optimizer and scheduler state as plain data (loadable with weights_only)."""
+        """Weights, optimizer, scheduler and gradient-scaler state as plain data (loadable
+        with weights_only)."""
         return {
             "weights": self.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers().items()},
+            "stepper": self.stepper.state_dict(),
             "structure": self.structure(),
         }
 
@@ -142,6 +156,7 @@ class Model(nn.Module):
             opt.load_state_dict(state["optimizers"][key])
         for key, sched in self.schedulers().items():
             sched.load_state_dict(state["schedulers"][key])
+        self.stepper.load_state_dict(state.get("stepper") or {})
 
     def load_optimizer_moments(self, optimizers: Mapping[str, Any]) -> None:
         """Take saved optimizer state (Adam's moments...) but keep today's hyperparameters.
@@ -185,6 +200,28 @@ class Model(nn.Module):
         return _move(batch, device, device.type == "cuda")
 
     # --- helpers for train_batch ------------------------------------------------------------
+    def autocast(self) -> Any:
+        """A context for the forward pass: autocast under precision 'bf16' and '16'.
+
+        Example:
+            >>> with self.autocast():
+            ...     loss = loss_fn(self.net(x), y)
+            >>> self.backward(loss)
+            >>> self.step(self.opt)
+        """
+        return self.stepper.autocast()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()`` done right: normalised for gradient accumulation, scaled under
+        fp16, and checked by the NaN policy (a non-finite loss skips the step or stops)."""
+        self.stepper.backward(loss, self.global_step + 1, self.name)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> bool:
+        """``optimizer.step()`` done right, then ``zero_grad``: only at the last batch of an
+        accumulation window, after unscaling and clipping, skipped for a non-finite loss or an
+        fp16 overflow. Returns True when the optimizer stepped (step a scheduler only then)."""
+        return self.stepper.step(optimizer)
+
     def loss_is_finite(self, loss: torch.Tensor) -> bool:
         """True if ``loss`` is finite. Otherwise raise (nonfinite='error') or return False
         (nonfinite='skip'), so that ``train_batch`` can skip the optimizer step.
@@ -278,14 +315,12 @@ class ProxyModel(Model):
 
     def train_batch(self, batch: Any) -> dict[str, Any]:
         x, y = _pair(batch)
-        self.opt.zero_grad(set_to_none=True)
-        out = self.net(x)
-        loss = self.loss(out, y)
-        if self.loss_is_finite(loss):
-            loss.backward()
-            self.opt.step()
-            if self.scheduler_interval == "step" and hasattr(self, "scheduler"):
-                self.scheduler.step()
+        with self.autocast():
+            out = self.net(x)
+            loss = self.loss(out, y)
+        self.backward(loss)
+        if self.step(self.opt) and self.scheduler_interval == "step" and hasattr(self, "scheduler"):
+            self.scheduler.step()
         result = {"loss": loss.detach()}
         if self.train_accuracy and self.log_level >= LogLevel.SCALARS:
             result["accuracy"] = _accuracy(out, y)
@@ -293,8 +328,10 @@ class ProxyModel(Model):
 
     def test_batch(self, batch: Any) -> dict[str, Any]:
         x, y = _pair(batch)
-        out = self.net(x)
-        result = {"loss": self.loss(out, y)}
+        with self.autocast():
+            out = self.net(x)
+            loss = self.loss(out, y)
+        result = {"loss": loss.float()}
         if self.classification:
             result["accuracy"] = _accuracy(out, y)
         return result

@@ -50,11 +50,14 @@ class NonFinitePolicy:
     def stops(self) -> bool:
         return self.mode == "error"
 
-    def check_loss(self, loss: torch.Tensor, step: int, who: str = "the model") -> bool:
+    def check_loss(
+        self, loss: torch.Tensor, step: int, who: str = "the model", count: bool = True
+    ) -> bool:
         """True when ``loss`` is finite and the update may be applied (``step`` is 1-based).
 
-        A non-finite loss raises NonFiniteLossError ('error') or is counted and False is
-        returned ('skip'). On a GPU with 'error' this returns True without a host sync.
+        A non-finite loss raises NonFiniteLossError ('error') or returns False ('skip'; and is
+        counted as a skipped step with ``count``). On a GPU with 'error' this returns True
+        without a host sync.
         """
         if loss.is_cuda and self.stops:
             return True
@@ -65,7 +68,7 @@ class NonFinitePolicy:
             raise NonFiniteLossError(
                 f"{who}: loss is {value} at global step {step}; no update was applied. {_FIX}"
             )
-        self.skipped += 1
+        self.skipped += count
         return False
 
     def check_logged(self, scalars: Iterable[tuple[str, float, int, float]]) -> None:

@@ -29,7 +29,7 @@ from mlproject import checkpoint, resume, rundir
 from mlproject.config import DEFAULTS, plain, resolve_device, validate_config
 from mlproject.data.factory import DatasetFactory, check_loader
 from mlproject.distributed import World
-from mlproject.errors import CheckpointError, ModelError, TrainingInterrupted
+from mlproject.errors import CheckpointError, ConfigError, ModelError, TrainingInterrupted
 from mlproject.logger import Logger
 from mlproject.model import LogLevel, Model, ProxyModel, benchmark_goal, scalars
 from mlproject.nonfinite import NonFinitePolicy
@@ -37,6 +37,7 @@ from mlproject.progress import Display, metrics_text, number
 from mlproject.signals import StopSignals, protect_workers
 from mlproject.sinks import COMPLETED, FAILED, INTERRUPTED, RunInfo, SacredSink, Sink
 from mlproject.state import TrainState
+from mlproject.step import Stepper
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,15 @@ class MLProject:
         self.datasets = self.get_dataset_factory(self.config)
         self.model = self.get_model(self.config)
         self._check_parts()
-        self.nonfinite = self.model.nonfinite = NonFinitePolicy(self.config["nonfinite"])
+        self.nonfinite = NonFinitePolicy(self.config["nonfinite"])
         self.logger, self.display = self._outputs()
         self.device = self._place_model()
+        self.model.stepper = Stepper(
+            self.config["precision"], self.config["accumulate_grad_batches"],
+            self.config["clip_grad_norm"], self.nonfinite, self.device,
+        )  # fmt: skip
+        if self.config["compile"]:
+            self._compile()
         self.datasets.set_device(self.device)
         self.datasets.check()
         self.train_loader = self.datasets.train_loader()
@@ -190,26 +197,41 @@ class MLProject:
         return outputs
 
     def begin_step(self) -> None:
-        """Tell the model its global step and how much this step will log."""
-        # plain attributes: skip nn.Module.__setattr__'s parameter bookkeeping on the hot path
-        model, state = self.model, self.state
-        object.__setattr__(model, "global_step", state.global_step)
-        object.__setattr__(
-            model, "log_level", self._log_level(state.global_step + 1, state.batch_in_epoch + 1)
-        )
+        """Tell the model its global step, how much this step will log, and where the batch
+        is in its accumulation window (``accumulate_grad_batches`` batches per step)."""
+        model, state, k = self.model, self.state, self._accumulate
+        position = state.batch_in_epoch % k if k > 1 else 0
+        if position == 0:  # a new window: one optimizer step, its last one maybe shorter
+            self._window = min(k, self.n_batches - state.batch_in_epoch) if k > 1 else 1
+            last_batch = state.batch_in_epoch + self._window
+            # plain attributes: skip nn.Module.__setattr__'s bookkeeping on the hot path
+            object.__setattr__(model, "global_step", state.global_step)
+            object.__setattr__(
+                model, "log_level", self._log_level(state.global_step + 1, last_batch)
+            )
+        model.stepper.begin_batch(position, self._window)
 
     def end_step(self, outputs: dict[str, Any]) -> None:
-        """Count the step; log, show, save and stop as configured."""
+        """Count the batch; after a window's last one, count the optimizer step and log, show,
+        validate, save and stop as configured."""
         state = self.state
-        state.global_step += 1
         state.batch_in_epoch += 1
         if not self._checked:  # the contract, checked once (metrics: on a step that logs)
             logs = self.model.log_level >= LogLevel.SCALARS
             scalars(outputs, "train_batch", self.model.metrics if logs else None)
             self._checked = logs
+        self._bar.update(outputs)
+        if self._accumulate > 1:
+            outputs = self._window_mean(outputs)
+            if outputs is None:
+                return  # inside a window: no optimizer step yet
+        self.model.stepper.end_window()
+        state.global_step += 1
         if self.model.log_level >= LogLevel.SCALARS:
             self.logger.log("train", self._train_scalars(outputs), state.global_step)
-        self._bar.update(outputs)
+        if self._validate_every and state.global_step % self._validate_every == 0:
+            self.evaluate_and_select()
+            self.model.train()
         if self._save_every and state.global_step % self._save_every == 0:
             if state.batch_in_epoch < self.n_batches:
                 self.save()
@@ -220,13 +242,14 @@ class MLProject:
         self.logger.maybe_flush()
 
     def should_stop(self) -> bool:
-        """True when ``n_global_iterations`` steps are done (checked after every step)."""
+        """True when ``n_global_iterations`` steps are done or early stopping stopped the run
+        (checked after every batch)."""
         limit = self.config["n_global_iterations"]
-        return limit is not None and self.state.global_step >= limit
+        return self.state.stopped_early or (limit is not None and self.state.global_step >= limit)
 
     def done(self) -> bool:
-        """True when training has reached its configured length."""
-        if self.config["n_global_iterations"] is not None:
+        """True when training has reached its configured length, or stopped early."""
+        if self.config["n_global_iterations"] is not None or self.state.stopped_early:
             return self.should_stop()
         return self.state.epoch >= self.config["n_epochs"]
 
@@ -236,7 +259,8 @@ class MLProject:
         self.state.batch_in_epoch = 0
         epoch_time = time.monotonic() - self._epoch_started
         self.logger.log("train", {"epoch_time": epoch_time}, self.state.global_step)
-        self.evaluate_and_select()
+        if not self._validate_every:
+            self.evaluate_and_select()
         self.model.on_epoch_end(self.state.epoch)
         self.model.train()
         if self.config["save_iterations"] == "epoch" or self._save_due:
@@ -337,6 +361,13 @@ class MLProject:
             "best": {"step": state.best_step, self.model.benchmark_metric: state.best_value},
             "validation": self.last_metrics.get("validation", {}),
             "test": metrics,
+            "stopped": (
+                "early_stopping"
+                if state.stopped_early
+                else "n_global_iterations"
+                if self.config["n_global_iterations"] is not None
+                else "n_epochs"
+            ),
         }
         self._show_summary(self.summary, best_path)
         return self.summary
@@ -355,7 +386,17 @@ class MLProject:
             )
         elif best is None or (value < best if goal == "min" else value > best):
             self.state.best_value, self.state.best_step = value, self.state.global_step
+            self.state.evaluations_without_best = -1
             self._write_checkpoint(checkpoint.BEST_NAME)
+        self.state.evaluations_without_best += 1
+        patience = self.config["early_stopping"]
+        if patience is not None and self.state.evaluations_without_best >= patience:
+            self.state.stopped_early = True
+            self.display.line(
+                f"early stopping at step {self.state.global_step}: validation {name} has not "
+                f"improved for {patience} evaluations (best {number(self.state.best_value)} at "
+                f"step {self.state.best_step})"
+            )
         if self.state.best_value is not None:
             best_values = {f"best_{name}": self.state.best_value}
             self.logger.log("validation", best_values, self.state.global_step)
@@ -476,6 +517,10 @@ class MLProject:
         self._open_run()
         self._checked = False
         self._save_due = False
+        self._accumulate = self.config["accumulate_grad_batches"]
+        self._window, self._window_sums = 1, {}
+        validate = self.config["validate_iterations"]
+        self._validate_every = validate if isinstance(validate, int) else None
         self._lr_names: list[tuple[str, dict[str, Any]]] | None = None
         self._epoch_finished = False
         self._epoch_started = self._last_line = time.monotonic()
@@ -751,9 +796,49 @@ class MLProject:
         }  # fmt: skip
         for key, group in self._lr_groups():
             values[key] = group["lr"]
+        if self.config["clip_grad_norm"] is not None:
+            for key, norm in self._grad_norms():
+                values[key] = norm
         if not self.nonfinite.stops:
             values["skipped_steps"] = self.nonfinite.skipped
         return values
+
+    def _window_mean(self, outputs: dict[str, Any]) -> dict[str, Any] | None:
+        """With accumulation: the mean of the window's outputs at its last batch, else None."""
+        if self.model.log_level >= LogLevel.SCALARS:
+            sums = self._window_sums
+            for key, value in outputs.items():
+                sums[key] = sums[key] + value if key in sums else value
+        stepper = self.model.stepper
+        if not stepper.closes:
+            return None
+        sums, self._window_sums = self._window_sums, {}
+        return {key: value / stepper.window for key, value in sums.items()}
+
+    def _grad_norms(self) -> list[tuple[str, Any]]:
+        """``grad_norm`` (``grad_norm/<optimizer>`` with several) of the last clipped step."""
+        optimizers, norms = self.model.optimizers(), self.model.stepper.grad_norms
+        found = [(name, norms[id(opt)]) for name, opt in optimizers.items() if id(opt) in norms]
+        if len(optimizers) == 1:
+            return [("grad_norm", norm) for _, norm in found]
+        return [(f"grad_norm/{name}", norm) for name, norm in found]
+
+    def _compile(self) -> None:
+        """torch.compile every network of the model in place: its state_dict keys stay plain
+        (no ``_orig_mod.``), so checkpoints load into an uncompiled model and back."""
+        backend = self.config["compile"]
+        options = {} if backend is True else {"backend": backend}
+        if backend is not True:
+            import torch._dynamo  # the backends' list; torch.compile imports it anyway
+
+            if backend not in torch._dynamo.list_backends(exclude_tags=()):
+                raise ConfigError(
+                    f"compile={backend!r} is not a torch.compile backend; allowed: True (the "
+                    f"default, inductor) or one of {torch._dynamo.list_backends()}"
+                )
+        for module in self.model.children():
+            if any(True for _ in module.parameters()):
+                module.compile(**options)
 
     def _lr_groups(self) -> list[tuple[str, dict[str, Any]]]:
         """(name, param group) of every optimizer param group: ``lr``, ``lr/<optimizer>/<i>``."""

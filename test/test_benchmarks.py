@@ -74,3 +74,10 @@ def test_bench_startup_reports_both_imports_and_their_difference():
         report["mlproject_s"] - report["baseline_s"], abs=0.002
     )
     assert "mlproject" in report["extra_modules"]
+
+
+def test_bench_step_reports_both_loops_and_their_ratio():
+    report = run_quick("bench_step.py")
+    assert report["benchmark"] == "step"
+    assert set(report["seconds"]) == {"hand", "mlproject"}
+    assert report["ratio"] > 0 and all(0 <= a <= 1 for a in report["accuracy"].values())

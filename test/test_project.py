@@ -767,3 +767,48 @@ def test_reduce_on_plateau_without_a_validation_set_is_refused(
     cls = project_class(model=plateau, data=lambda c: tiny_data(n_val=0))
     with pytest.raises(ModelError, match="ReduceLROnPlateau .* no validation set"):
         cls(base_config)
+
+
+# --- evaluation schedule and early stopping ----------------------------------------------------
+def test_validate_iterations_evaluates_every_n_steps_through_the_cli(tmp_path, start_script):
+    job = start_script(
+        "test/scripts/resumable.py", "with", f"model_dir={tmp_path / 'm'}",
+        f"tensorboard_dir={tmp_path / 'tb'}", "n_global_iterations=12", "validate_iterations=4",
+        "seed=1", cwd=tmp_path,
+    )  # fmt: skip
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 0, err
+    (tb_run,) = (tmp_path / "tb").iterdir()
+    from conftest import accumulate
+
+    acc = accumulate(tb_run)
+    assert [e.step for e in acc.Scalars("validation/loss")] == [4, 8, 12]  # not at epoch ends
+    assert [e.step for e in acc.Scalars("validation/best_loss")] == [4, 8, 12]
+    (run_dir,) = (tmp_path / "m").iterdir()
+    assert (run_dir / "best.pt").is_file()
+
+
+def test_early_stopping_stops_after_n_evaluations_without_improvement(build, capsys):
+    # validation values after steps 4, 8, 12, ...: the best at step 8, then no better
+    script = {4: 5.0, 8: 3.0, 12: 4.0, 16: 3.5, 20: 9.0}
+    project = build(model=functools.partial(Recording, script=script), n_epochs=10,
+                    early_stopping=2)  # fmt: skip
+    summary = project.train()
+    assert (summary["global_step"], summary["stopped"]) == (16, "early_stopping")
+    assert summary["best"] == {"step": 8, "loss": 3.0}
+    wsum = project.model.epoch_weights[2]["net.weight"].sum().item()
+    assert summary["test"]["wsum"] == pytest.approx(wsum)  # the best weights were tested
+    assert "early stopping at step 16: validation loss has not improved for 2 evaluations" in (
+        capsys.readouterr().err
+    )
+
+
+def test_early_stopping_keeps_its_patience_across_a_resume(build):
+    script = {4: 5.0, 8: 3.0, 12: 4.0, 16: 3.5, 20: 9.0}
+    model = functools.partial(Recording, script=script)
+    first = build(model=model, n_epochs=3, early_stopping=2)  # 12 steps: one bad evaluation
+    first.train()
+    assert first.state.evaluations_without_best == 1
+    resumed = build(model=model, n_epochs=10, early_stopping=2, resume=str(first.run_dir))
+    summary = resumed.train()
+    assert (summary["global_step"], summary["stopped"]) == (16, "early_stopping")

@@ -68,7 +68,7 @@ class Run:
 
     Example:
         >>> run = read_run(Path("runs/20260101-120000_mlp"))  # doctest: +SKIP
-        >>> run.values["status"], run.values["steps"], run.values.get("config.lr")
+        >>> run.values["status"], run.values["steps"], run.values.get("config.lr")  # doctest: +SKIP
         ('completed', 1200, 0.01)
     """
 
@@ -124,10 +124,10 @@ def read_run(path: Path) -> Run | None:
     if RUN_INFO_NAME not in names:
         if LOCK_NAME not in names and BEST_NAME not in names and not checkpoints:
             return None
-        if _lock_held(path / LOCK_NAME):  # between taking the lock and writing run.json
+        if _lock_held(os.path.join(path, LOCK_NAME)):  # between the lock and run.json
             return _row(path, {}, "running", newest)
         return _damaged(path, f"no {RUN_INFO_NAME}", newest)
-    info, why = _read_info(path / RUN_INFO_NAME)
+    info, why = _read_info(os.path.join(path, RUN_INFO_NAME))
     if why:
         return _damaged(path, why, newest)
     run = _from_info(path, info, newest)
@@ -141,10 +141,11 @@ def read_run(path: Path) -> Run | None:
     return run
 
 
-def _read_info(path: Path) -> tuple[dict[str, Any], str | None]:
+def _read_info(path: str) -> tuple[dict[str, Any], str | None]:
     """run.json's content, or why it is unusable."""
     try:
-        text = path.read_bytes()
+        with open(path, "rb") as f:
+            text = f.read()
     except OSError as err:
         return {}, f"{RUN_INFO_NAME} unreadable ({err.strerror or err})"
     if not text.strip():
@@ -166,9 +167,9 @@ def _read_info(path: Path) -> tuple[dict[str, Any], str | None]:
 def _from_info(path: Path, info: dict[str, Any], newest: int | None) -> Run:
     status = info.get("status")
     status = status if isinstance(status, str) and status else UNKNOWN
-    if status == "running" and _lock_held(path / LOCK_NAME) is False:
+    if status == "running" and _lock_held(os.path.join(path, LOCK_NAME)) is False:
         status = DIED
-    elif status == UNKNOWN and _lock_held(path / LOCK_NAME):
+    elif status == UNKNOWN and _lock_held(os.path.join(path, LOCK_NAME)):
         status = "running"
     summary = info.get("summary") or {}
     steps = summary.get("global_step")
@@ -213,13 +214,15 @@ def _file_problem(path: Path, files: list[str]) -> str | None:
     finds a truncated or missing file, not a flipped bit; a resume still verifies the checksum.
     """
     for name in files:
+        file = os.path.join(path, name)  # plain strings: pathlib costs more than the reading
         try:
-            record = json.loads((path / (name + RECORD_SUFFIX)).read_bytes())
+            with open(file + RECORD_SUFFIX, "rb") as f:
+                record = json.loads(f.read())
             promised = record.get("size") if isinstance(record, dict) else None
         except (OSError, ValueError):
             return f"{name}{RECORD_SUFFIX} unreadable"
         try:
-            size = os.stat(path / name).st_size
+            size = os.stat(file).st_size
         except FileNotFoundError:
             return f"{name} missing (its record is there)"
         except OSError as err:
@@ -267,7 +270,7 @@ class _DarwinFlock(ctypes.Structure):
 _FLOCK = {"linux": _LinuxFlock, "darwin": _DarwinFlock}.get(sys.platform)
 
 
-def _lock_held(path: Path) -> bool | None:
+def _lock_held(path: str) -> bool | None:
     """Whether some process holds the record lock on ``path``; None where this cannot be told.
 
     Asks with F_GETLK, which tests for a lock without taking one: taking even a shared lock
@@ -411,21 +414,31 @@ def differing_keys(runs: list[Run]) -> list[str]:
         ['config.lr', 'config.seed']
     """
     compared = [run for run in runs if run.has_config]
-    seen: dict[str, set[str]] = {}
+    seen: dict[str, set[Any]] = {}
+    count: dict[str, int] = {}
     for run in compared:
         for key, value in run.values.items():
             if key.startswith(CONFIG):
-                seen.setdefault(key, set()).add(json.dumps(value, sort_keys=True, default=str))
-    return sorted(
-        key
-        for key, texts in seen.items()
-        if len(texts) > 1 or sum(key in run.values for run in compared) < len(compared)
-    )
+                seen.setdefault(key, set()).add(_identity(value))
+                count[key] = count.get(key, 0) + 1
+    return sorted(k for k, ids in seen.items() if len(ids) > 1 or count[k] < len(compared))
+
+
+def _identity(value: Any) -> Any:
+    """A hashable stand-in equal for equal JSON values: 1, 1.0 and true are three values."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return (type(value), value)
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def columns(runs: list[Run]) -> list[str]:
     """The keys the table shows, in order: run, status, steps, the differing config keys,
-    best_<metric>, best_step, test_<metric>, and problem when a run has one."""
+    best_<metric>, best_step, test_<metric>, and problem when a run has one.
+
+    Example:
+        >>> columns(read_runs("runs"))  # doctest: +SKIP
+        ['run', 'status', 'steps', 'config.lr', 'best_loss', 'best_step', 'test_loss']
+    """
     present = {key for run in runs for key in run.values}
     best = sorted(k for k in present if k.startswith("best_") and k != "best_step")
     test = sorted(k for k in present if k.startswith("test_"))
@@ -435,7 +448,12 @@ def columns(runs: list[Run]) -> list[str]:
 
 
 def headers(keys: list[str]) -> list[str]:
-    """Each key as the table heads it: a config key without ``config.`` unless that is taken."""
+    """Each key as the table heads it: a config key without ``config.`` unless that is taken.
+
+    Example:
+        >>> headers(["run", "steps", "config.lr", "config.steps"])
+        ['run', 'steps', 'lr', 'config.steps']
+    """
     return [_display(key, set(keys)) for key in keys]
 
 
@@ -445,7 +463,12 @@ def _display(key: str, keys: set[str]) -> str:
 
 
 def value_text(value: Any) -> str:
-    """A value as ``--where`` and csv spell it: text as is, anything else as JSON."""
+    """A value as ``--where`` patterns and csv see it: text as is, anything else as JSON.
+
+    Example:
+        >>> value_text("adam"), value_text(0.01), value_text(True), value_text(None)
+        ('adam', '0.01', 'true', 'null')
+    """
     if value is MISSING:
         return ""
     if isinstance(value, str):
@@ -527,7 +550,12 @@ def _json_value(value: Any) -> Any:
 
 
 def render(runs: list[Run], fmt: str) -> str:
-    """``runs`` in ``fmt``: one of FORMATS."""
+    """``runs`` as text in ``fmt``, one of FORMATS (what the command line prints).
+
+    Example:
+        >>> rows = select(read_runs("runs"), ["status=completed"])  # doctest: +SKIP
+        >>> print(render(rows, "csv"), end="")  # doctest: +SKIP
+    """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     return {"table": format_table, "csv": format_csv, "json": format_json}[fmt](runs)

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         found = runs.read_runs(args.model_dir)
-        shown = runs.sort_runs(runs.select(found, args.where), args.sort, args.reverse)
+        # Sorting all the runs first checks the sort key against all of them, too.
+        shown = runs.select(runs.sort_runs(found, args.sort, args.reverse), args.where)
     except (OSError, ValueError) as err:
         print(f"python -m mlproject runs: error: {err}", file=sys.stderr)
         return 2

@@ -364,6 +364,7 @@ def select(runs: list[Run], where: Iterable[str]) -> list[Run]:
     Example:
         >>> select(read_runs("runs"), ["status=completed", "lr=0.01"])  # doctest: +SKIP
     """
+    kept = runs
     for condition in where:
         key, sep, wanted = condition.partition("=")
         if not sep or not key:
@@ -371,10 +372,10 @@ def select(runs: list[Run], where: Iterable[str]) -> list[Run]:
                 f"--where takes key=value; got {condition!r}. Use e.g. --where lr=0.01 or "
                 "--where status=completed"
             )
-        if runs:
+        if runs:  # keys are those of all the runs, also once an earlier condition kept none
             key = resolve_key(runs, key, f"--where {condition}")
-            runs = [run for run in runs if matches(run.values.get(key, MISSING), wanted)]
-    return runs
+            kept = [run for run in kept if matches(run.values.get(key, MISSING), wanted)]
+    return kept
 
 
 def sort_runs(runs: list[Run], key: str | None, reverse: bool = False) -> list[Run]:

@@ -289,6 +289,8 @@ def test_no_matching_run_says_so_and_succeeds(sweep, capsys):
         (["--sort", "test_los"], "Did you mean test_loss or best_loss or test_acc?"),
         (["--where", "lr"], "--where takes key=value; got 'lr'. Use e.g. --where lr=0.01"),
         (["--where", "=3"], "--where takes key=value; got '=3'"),
+        (["--where", "lr=5", "--where", "hiden=8"], "unknown key 'hiden'"),  # after none is kept
+        (["--where", "lr=5", "--sort", "hiden"], "--sort: unknown key 'hiden'"),
     ],
 )  # fmt: skip
 def test_usage_errors_say_what_is_wrong_and_exit_2(sweep, capsys, args, message):

@@ -81,3 +81,22 @@ def test_bench_step_reports_both_loops_and_their_ratio():
     assert report["benchmark"] == "step"
     assert set(report["seconds"]) == {"hand", "mlproject"}
     assert report["ratio"] > 0 and all(0 <= a <= 1 for a in report["accuracy"].values())
+
+
+def test_bench_runs_times_the_table_in_process_and_as_a_command():
+    report = run_quick("bench_runs.py")
+    assert report["benchmark"] == "runs" and report["runs"] == 100
+    # The generated folders give every status and the columns a real sweep gives.
+    assert report["statuses"] == ["completed", "damaged", "died", "failed", "interrupted"]
+    assert report["columns"] == [
+        "run", "status", "steps", "hidden", "lr", "seed", "best_loss", "best_step",
+        "test_accuracy", "test_loss", "problem",
+    ]  # fmt: skip
+    labels = {"main() table", "main() csv", "main() json", "main() where+sort", "read_runs only"}
+    assert labels | {"python -c 'import mlproject'", "python -m mlproject runs"} == set(
+        report["seconds_median"]
+    )
+    assert all(s > 0 for s in report["seconds_median"].values())
+    assert report["command_beyond_import_s"] == pytest.approx(
+        report["command_s"] - report["import_s"], abs=0.002
+    )

@@ -1,46 +1,61 @@
 """mlproject: a small, fast, trustworthy skeleton for PyTorch projects (sacred + TensorBoard)."""
 
-from mlproject.config import DEFAULTS
-from mlproject.data import (
-    CIFAR10Factory,
-    CIFARDatasetLoader,
-    ClutteredMNISTDatasetLoader,
-    ClutteredMNISTFactory,
-    DatasetFactory,
-    DigitsDatasetLoader,
-    DigitsFactory,
-    FashionMNISTDatasetLoader,
-    FashionMNISTFactory,
-    InMemoryLoader,
-    MNISTDatasetLoader,
-    MNISTFactory,
-    SVHNFactory,
-)
 from mlproject.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    DiskFullError,
     MLProjectError,
     ModelError,
     NonFiniteLossError,
     RunLockedError,
     TrainingInterrupted,
 )
-from mlproject.model import LogLevel, Model, ProxyModel
-from mlproject.project import MLProject
+
+# The rest is imported on first use (PEP 562): `import mlproject` costs no torch, sacred or
+# torchvision, so `python -m mlproject runs` starts at once.
+_LAZY = {
+    "DEFAULTS": "mlproject.config",
+    "Experiment": "mlproject.experiment",
+    "LogLevel": "mlproject.model",
+    "Model": "mlproject.model",
+    "ProxyModel": "mlproject.model",
+    "MLProject": "mlproject.project",
+    "Sink": "mlproject.sinks",
+    **dict.fromkeys(
+        [
+            "CIFAR10Factory",
+            "CIFARDatasetLoader",
+            "ClutteredMNISTDatasetLoader",
+            "ClutteredMNISTFactory",
+            "DatasetFactory",
+            "DigitsDatasetLoader",
+            "DigitsFactory",
+            "FashionMNISTDatasetLoader",
+            "FashionMNISTFactory",
+            "InMemoryLoader",
+            "MNISTDatasetLoader",
+            "MNISTFactory",
+            "SVHNFactory",
+        ],
+        "mlproject.data",
+    ),  # fmt: skip
+}
 
 
 def __getattr__(name: str):
-    # mlproject.Experiment loads sacred on first use: `import mlproject` needs no sacred.
-    if name == "Experiment":
-        from mlproject.experiment import Experiment
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlproject' has no attribute {name!r}")
+    import importlib
 
-        return Experiment
-    raise AttributeError(f"module 'mlproject' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | {"Experiment"})
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
@@ -55,20 +70,22 @@ __all__ = [
     "DatasetFactory",
     "DigitsDatasetLoader",
     "DigitsFactory",
+    "DiskFullError",
+    "Experiment",
     "FashionMNISTDatasetLoader",
     "FashionMNISTFactory",
     "InMemoryLoader",
-    "MNISTDatasetLoader",
-    "MNISTFactory",
-    "Experiment",
     "LogLevel",
     "MLProject",
     "MLProjectError",
+    "MNISTDatasetLoader",
+    "MNISTFactory",
     "Model",
     "ModelError",
     "NonFiniteLossError",
     "ProxyModel",
     "RunLockedError",
     "SVHNFactory",
+    "Sink",
     "TrainingInterrupted",
 ]

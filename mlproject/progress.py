@@ -13,8 +13,6 @@ import sys
 import time
 from typing import Any
 
-from tqdm.auto import tqdm
-
 PROGRESS_SECONDS = 0.5  # how often a bar reads the live loss (a host sync)
 _terminal: Any = None  # where bars go; None = sys.stderr at the time
 
@@ -55,6 +53,8 @@ class Display:
         bar = self._bar.bar if self._bar is not None else None
         if bar is not None:
             bar.clear()
+        from tqdm.auto import tqdm  # on first use: reading runs needs no progress bars
+
         tqdm.write(text, file=sys.stderr)
         if bar is not None:
             bar.refresh()
@@ -72,6 +72,8 @@ class Progress:
     def __init__(self, total: int, initial: int, desc: str, enabled: bool, file: Any):
         self.bar = None
         if enabled:
+            from tqdm.auto import tqdm
+
             self.bar = tqdm(
                 total=total, initial=initial, desc=desc, mininterval=0.5, file=file,
                 dynamic_ncols=True, leave=False,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlproject import checkpoint
+from mlproject import layout
 from mlproject.errors import RunLockedError
 
 try:
@@ -54,7 +54,7 @@ def create(model_dir: Path, name: str, tensorboard_dir: Path | None = None) -> R
 def runs(model_dir: Path) -> list[tuple[dict[str, Any], Path]]:
     """(run.json, folder) of every run of ``model_dir``, oldest first by what run.json records."""
     found = []
-    for info_path in model_dir.glob(f"*/{checkpoint.RUN_INFO_NAME}"):
+    for info_path in model_dir.glob(f"*/{layout.RUN_INFO_NAME}"):
         try:
             info = json.loads(info_path.read_text())
         except (OSError, ValueError):
@@ -110,14 +110,14 @@ class RunDir:
     def info(self) -> dict[str, Any]:
         """What run.json says (empty when there is none yet)."""
         try:
-            return json.loads((self.path / checkpoint.RUN_INFO_NAME).read_text())
+            return json.loads((self.path / layout.RUN_INFO_NAME).read_text())
         except FileNotFoundError:
             return {}
 
     def write_info(self, info: dict[str, Any]) -> None:
         """Write run.json atomically."""
         data = json.dumps(info, indent=2).encode()
-        checkpoint.write_atomic(self.path / checkpoint.RUN_INFO_NAME, data)
+        layout.write_atomic(self.path / layout.RUN_INFO_NAME, data)
 
     def update_info(self, **fields: Any) -> None:
         """Change some fields of run.json (only the lock holder may)."""
@@ -125,7 +125,7 @@ class RunDir:
 
     def lock(self) -> None:
         """Take the folder's lock, or raise RunLockedError naming the live process holding it."""
-        path = self.path / checkpoint.LOCK_NAME
+        path = self.path / layout.LOCK_NAME
         key = os.path.realpath(path)
         if key in _HELD_HERE:  # opening the file again and closing it would drop our lock
             raise RunLockedError(
@@ -161,4 +161,4 @@ class RunDir:
             os.ftruncate(self._lock_fd, 0)
             os.close(self._lock_fd)  # closing the file releases the record lock
             self._lock_fd = None
-            _HELD_HERE.discard(os.path.realpath(self.path / checkpoint.LOCK_NAME))
+            _HELD_HERE.discard(os.path.realpath(self.path / layout.LOCK_NAME))

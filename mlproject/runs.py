@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mlproject import rundir
-from mlproject.checkpoint import BEST_NAME, CHECKPOINT_RE, LOCK_NAME, RECORD_SUFFIX, RUN_INFO_NAME
+from mlproject.layout import BEST_NAME, CHECKPOINT_RE, LOCK_NAME, RECORD_SUFFIX, RUN_INFO_NAME
 from mlproject.progress import number
 
 try:

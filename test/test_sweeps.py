@@ -2,8 +2,9 @@
 
 ``submitit_array.py`` runs a job array on submitit's local executor: one job is preempted
 (SIGUSR2, submitit's signal) mid-run and requeued by submitit, then the same array is
-submitted again. ``loop.py``'s ``ex.run`` loop runs in this process, which is checked for
-everything one run could leave behind for the next.
+submitted again. ``optuna_search.py`` runs two worker processes on one study, in SQLite and
+in a PostgreSQL server started here. ``loop.py``'s ``ex.run`` loop runs in this process,
+which is checked for everything one run could leave behind for the next.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from mlproject.experiment import summary_result
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = REPO / "examples/sweeps"
 ARRAY = "examples/sweeps/submitit_array.py"
+OPTUNA = "examples/sweeps/optuna_search.py"
 
 
 def sacred_runs(folder: Path) -> dict[str, dict[str, Any]]:
@@ -60,7 +62,7 @@ def run_info(run_dir: Path) -> dict[str, Any]:
 
 
 def test_the_recipes_are_executable_programs():
-    for name in ("experiment.py", "loop.py", "submitit_array.py"):
+    for name in ("experiment.py", "loop.py", "submitit_array.py", "optuna_search.py"):
         path = SWEEPS / name
         assert os.access(path, os.X_OK), name
         assert path.read_text().startswith("#!/usr/bin/env python"), name
@@ -237,6 +239,87 @@ def test_the_array_script_checks_every_config_before_submitting(sweeps, tmp_path
     assert str(refused.value).startswith("ConfigError: invalid config")
     assert "did you mean 'n_epochs'?" in str(refused.value)
     assert not any(tmp_path.iterdir())  # no job folder, no run folder
+
+
+# --- Optuna: two workers on one study in a database ----------------------------------------------
+N_TRIALS = 4
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def study(request, start_script, tmp_path_factory):
+    """``optuna_search.py run``: the study created, then 2 workers run N_TRIALS in all."""
+    optuna = pytest.importorskip("optuna", reason="pip install -e '.[sweeps]'")
+    cwd = tmp_path_factory.mktemp(f"optuna_{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite:///{cwd / 'optuna.db'}"
+    else:
+        import sqlalchemy as sa
+
+        server = request.getfixturevalue("postgres")
+        engine = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(sa.text("CREATE DATABASE sweeps"))
+        engine.dispose()
+        url = f"{server}/sweeps"
+    process = start_script(
+        OPTUNA, "run", "--storage", url, "--study", "tiny", "--trials", str(N_TRIALS),
+        "--workers", "2", "--sacred-dir", "sacred", "with", "n_global_iterations=5",
+        "model_dir=runs", cwd=cwd,
+    )  # fmt: skip
+    out, err = process.communicate(timeout=300)
+    return SimpleNamespace(
+        url=url, cwd=cwd, code=process.returncode, out=out, err=err,
+        study=optuna.load_study(study_name="tiny", storage=url),
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_optuna_workers_share_one_study_and_each_trial_is_a_sacred_run(study):
+    import optuna
+
+    assert study.code == 0, study.err[-3000:]
+    assert optuna.get_all_study_names(storage=study.url) == ["tiny"]
+    assert study.err.count("A new study created") == 1  # by the launcher, before the workers
+    trials = study.study.trials
+    assert sorted(t.number for t in trials) == list(range(N_TRIALS))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials
+    records = sacred_runs(study.cwd / "sacred")
+    assert len(records) == N_TRIALS
+    for trial in trials:
+        record = records[trial.user_attrs["sacred_id"]]
+        assert record["status"] == "COMPLETED"
+        assert trial.value == record["result"]  # the objective is the sacred run's result
+        assert {k: record["config"][k] for k in trial.params} == trial.params
+        assert run_dir_of(record) == trial.user_attrs["run_dir"]
+        info = run_info(study.cwd / trial.user_attrs["run_dir"])
+        assert info["status"] == "completed"
+        assert info["prefix"] == f"trial{trial.number}"
+        assert summary_result(info["summary"]) == trial.value
+    best = min(trials, key=lambda t: t.value)
+    assert f"best of {N_TRIALS} trials: {best.value:.4g} with {best.params}" in study.out
+
+
+@pytest.mark.slow
+def test_creating_the_study_again_keeps_its_trials_and_refuses_another_config(study, sweeps):
+    import optuna_search
+
+    fixed = {"n_global_iterations": 5, "model_dir": "runs"}
+    again = optuna_search.create(study.url, "tiny", fixed)
+    assert len(again.trials) == N_TRIALS
+    with pytest.raises(SystemExit, match="trains with .* name a new study"):
+        optuna_search.create(study.url, "tiny", {**fixed, "n_global_iterations": 6})
+    assert len(again.trials) == N_TRIALS
+
+
+def test_an_optuna_worker_never_creates_the_study(sweeps, tmp_path):
+    optuna = pytest.importorskip("optuna", reason="pip install -e '.[sweeps]'")
+    import optuna_search
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with pytest.raises(SystemExit, match="no study 'nope' in .*: create it first"):
+        optuna_search.main(["worker", "--storage", url, "--study", "nope", "--trials", "1"])
+    assert optuna.get_all_study_names(storage=url) == []
 
 
 # --- loop.py: many ex.run calls in one process ---------------------------------------------------

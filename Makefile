@@ -14,10 +14,10 @@ help:  ## list the targets
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,examples]'
+	$(PY) -m pip install -q -e '.[dev,examples,sweeps]'
 	touch $(STAMP)
 
-venv: $(STAMP)  ## create .venv and install mlproject with its dev and example extras
+venv: $(STAMP)  ## create .venv and install mlproject with its dev, example and sweep extras
 
 train: $(STAMP)  ## train the default example (MLP on scikit-learn's digits, offline) and print its test accuracy
 	cd examples/digits && ../../$(PY) main.py with n_epochs=20 $(EXAMPLE_ARGS)

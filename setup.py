@@ -41,6 +41,10 @@ setup(
             "mongomock",
         ],
         "examples": ["scikit-learn"],
+        # the recipes of examples/sweeps and their tests: SLURM job arrays through submitit
+        # (tested with its local executor) and Optuna studies in a database (SQLite,
+        # PostgreSQL through the dev extra's psycopg2-binary).
+        "sweeps": ["submitit", "optuna"],
         "bench": ["lightning"],
     },
 )

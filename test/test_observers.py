@@ -10,13 +10,8 @@ process with a MongoObserver on mongomock.
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,65 +24,6 @@ CASES = {
     "failed": (["stop=fail"], 1, "FAILED"),
     "interrupted": (["stop=signal"], 128 + signal.SIGTERM, "INTERRUPTED"),
 }
-
-
-def _postgres_bindir() -> Path | None:
-    initdb = shutil.which("initdb")
-    if initdb:
-        return Path(initdb).parent
-    try:
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
-    except OSError:
-        return None
-    folder = Path(out.stdout.strip())
-    return folder if out.returncode == 0 and (folder / "initdb").exists() else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """``postgresql+psycopg2://...`` of a throw-away PostgreSQL server on 127.0.0.1, stopped after.
-
-    The server refuses to run as root: as root it runs as the ``postgres`` user, in a folder
-    made for it (pytest's tmp folders are root's alone).
-    """
-    pytest.importorskip("psycopg2", reason="psycopg2 is not installed (pip install -e '.[dev]')")
-    bindir = _postgres_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed (no initdb; apt-get install postgresql)")
-    as_user: list[str] = []
-    root = Path(tempfile.mkdtemp(prefix="mlproject-postgres-"))
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server as")
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
-    steps = [
-        [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-N"],
-        [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-o", options]
-        + ["-w", "-t", "60", "start"],
-    ]
-    for step in steps:
-        done = subprocess.run(as_user + step, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            log = (root / "log").read_text() if (root / "log").exists() else ""
-            shutil.rmtree(root, ignore_errors=True)
-            pytest.skip(f"PostgreSQL did not start: {Path(step[0]).name}: {done.stderr}{log}")
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}"
-    finally:
-        stop = [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
-        subprocess.run(as_user + stop, capture_output=True, timeout=120)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -528,12 +528,8 @@ class MLProject:
         self._bar.close()
         self._save_every = self.config["save_iterations"]
         self._save_every = self._save_every if isinstance(self._save_every, int) else None
-        deterministic = torch.are_deterministic_algorithms_enabled()
-        if self.config["deterministic"]:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # CUDA needs it
-            torch.use_deterministic_algorithms(True)
         try:
-            with self._stops.deferred():
+            with self._stops.deferred(), _deterministic(self.config["deterministic"]):
                 yield
         except KeyboardInterrupt:  # TrainingInterrupted, or Ctrl-C outside the loop
             self._close_run(INTERRUPTED, ending=True)
@@ -543,8 +539,6 @@ class MLProject:
             raise
         else:
             self._close_run(COMPLETED)
-        finally:
-            torch.use_deterministic_algorithms(deterministic)
 
     def _open_run(self) -> None:
         """Create or reuse the run folder, take its lock, open the sinks, say where it all is."""
@@ -860,6 +854,26 @@ class MLProject:
 
 
 _PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
+
+
+@contextlib.contextmanager
+def _deterministic(on: bool) -> Iterator[None]:
+    """torch's deterministic algorithms while training; afterwards the process's own mode
+    (with its warn_only) and environment, as they were."""
+    if not on:
+        yield
+        return
+    mode = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # CUDA's cuBLAS needs it
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def _refuse_misfit(

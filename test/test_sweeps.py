@@ -445,12 +445,6 @@ def test_the_loop_goes_on_after_a_refused_config_and_skips_finished_runs(
     assert sweeps.ex.observers == []  # main() took its observer away again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MLProject._session restores torch.use_deterministic_algorithms(previous) without "
-    "warn_only: after any run, a process that had set warn_only=True has it False, so a later "
-    "run raises on a nondeterministic op where it would have warned",
-)
 def test_a_run_keeps_the_processs_warn_only_deterministic_mode(sweeps, tmp_path):
     mode = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -462,11 +456,6 @@ def test_a_run_keeps_the_processs_warn_only_deterministic_mode(sweeps, tmp_path)
         torch.use_deterministic_algorithms(mode, warn_only=warn_only)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MLProject._session sets os.environ['CUBLAS_WORKSPACE_CONFIG'] for deterministic=True "
-    "and never removes it: every later run of the process and its subprocesses inherit it",
-)
 def test_a_deterministic_run_leaves_the_environment_as_it_was(sweeps, tmp_path, monkeypatch):
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     config = {"n_global_iterations": 1, "model_dir": str(tmp_path), "deterministic": True}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "compile": False,  # torch.compile the networks (True, or a backend name); plain checkpoints
     "validate_iterations": "epoch",  # evaluate every N optimizer steps, or at each 'epoch' end
     "early_stopping": None,  # stop after N evaluations without a better benchmark metric
+    "requeue_signals": ["SIGUSR1", "SIGUSR2"],  # a cluster's "about to kill": save, then stop
+    "requeue_command": None,  # shell command run once after that save, e.g. scontrol requeue
     "deterministic": False,  # torch.use_deterministic_algorithms(True) for the run
     "progress": True,  # show a tqdm progress bar per epoch (on stderr)
     "seed": None,  # RNG seed; sacred fills it in; None outside sacred = draw one and record it
@@ -65,6 +68,8 @@ NOT_IDENTITY = frozenset(
         "compile",  # the same computation, compiled or not
         "validate_iterations",
         "early_stopping",  # when to stop is the run's length
+        "requeue_signals",
+        "requeue_command",
     }
 )
 
@@ -145,6 +150,12 @@ def _check(key: str, value: Any) -> str | None:
     elif key == "compile":
         if not isinstance(value, bool | str) or value == "":
             return "must be True, False or a torch.compile backend name. Use compile=True"
+    elif key == "requeue_signals":
+        if signal_problem(value):
+            return signal_problem(value)
+    elif key == "requeue_command":
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            return "must be a shell command or None. Use requeue_command='scontrol requeue 42'"
     elif key in ("deterministic", "progress", "init_from_optimizer"):
         if not isinstance(value, bool):
             return f"must be True or False. Use {key}=True"
@@ -154,6 +165,19 @@ def _check(key: str, value: Any) -> str | None:
     elif key == "data_dir":
         if value is not None and not isinstance(value, str | os.PathLike):
             return "must be a folder path or None. Use data_dir=~/data"
+    return None
+
+
+def signal_problem(value: Any) -> str | None:
+    """Say why ``value`` is not a list of signal names (or numbers), or return None."""
+    from mlproject.signals import signal_numbers
+
+    try:
+        numbers = signal_numbers(value)
+    except ValueError as err:
+        return f"{err}; use names such as SIGUSR1, SIGUSR2 (or [] for none)"
+    if {signal.SIGKILL, signal.SIGSTOP} & set(numbers):
+        return "cannot include SIGKILL or SIGSTOP: they cannot be caught"
     return None
 
 

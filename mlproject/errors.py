@@ -4,6 +4,9 @@ Each class also subclasses the builtin a user would already catch, so ``except V
 keeps working around a bad config.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 
 class MLProjectError(Exception):
     """Base class of every error mlproject raises on purpose."""
@@ -38,14 +41,23 @@ class RunLockedError(MLProjectError, RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):  # noqa: N818 - reads as what happened
-    """Training stopped on SIGTERM or SIGINT after saving a checkpoint.
+    """Training stopped on a stop or requeue signal after saving a checkpoint.
 
     A ``KeyboardInterrupt`` so that sacred marks the run INTERRUPTED; ``exit_code`` is the
-    shell convention 128 + signal number (143 for SIGTERM, 130 for SIGINT).
+    shell convention 128 + signal number (143 for SIGTERM, 130 for SIGINT). ``chain`` is the
+    handler the signal had before (e.g. submitit's requeue): whoever records the run last
+    calls it, once the run is saved and marked interrupted.
     """
 
-    def __init__(self, signum: int, step: int):
+    def __init__(self, signum: int, step: int, chain: Callable[..., Any] | None = None):
         super().__init__(f"training interrupted by signal {signum} at step {step}")
         self.signum = signum
         self.step = step
         self.exit_code = 128 + signum
+        self.chain = chain
+
+    def call_chain(self) -> None:
+        """Run the signal's previous handler, if it had one (it may exit the process)."""
+        chain, self.chain = self.chain, None
+        if chain is not None:
+            chain(self.signum, None)

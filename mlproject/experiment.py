@@ -309,6 +309,9 @@ class Experiment(sacred.Experiment):
                 return super().run(
                     command_name, config_updates, named_configs, info, meta_info, options
                 )
+        except TrainingInterrupted as stop:
+            stop.call_chain()  # now that sacred recorded the run INTERRUPTED (e.g. submitit)
+            raise
         except ConfigError as err:
             if self._on_command_line and not (options or {}).get("--debug"):
                 # sacred would print a traceback for a mistake in the user's input: one message

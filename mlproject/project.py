@@ -17,6 +17,7 @@ import math
 import os
 import random
 import signal
+import subprocess
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -34,7 +35,7 @@ from mlproject.logger import Logger
 from mlproject.model import LogLevel, Model, ProxyModel, benchmark_goal, scalars
 from mlproject.nonfinite import NonFinitePolicy
 from mlproject.progress import Display, metrics_text, number
-from mlproject.signals import StopSignals, protect_workers
+from mlproject.signals import STOP_SIGNALS, StopSignals, protect_workers, signal_numbers
 from mlproject.sinks import COMPLETED, FAILED, INTERRUPTED, RunInfo, SacredSink, Sink
 from mlproject.state import TrainState
 from mlproject.step import Stepper
@@ -101,12 +102,13 @@ class MLProject:
         self.datasets.check()
         self.train_loader = self.datasets.train_loader()
         self.n_batches = check_loader(self.train_loader, "train")
-        protect_workers(self.train_loader)
+        self._requeue_signals = signal_numbers(self.config["requeue_signals"])
+        self._stops = StopSignals(STOP_SIGNALS + self._requeue_signals)
+        protect_workers(self.train_loader, self._stops.signals)
         self.state = TrainState(batches_per_epoch=self.n_batches)
         self.run_folder: rundir.RunDir | None = None
         self.last_metrics: dict[str, dict[str, float]] = {}
         self.summary: dict[str, Any] | None = None  # set when the run is complete
-        self._stops = StopSignals()
         self._epoch_rng: dict[str, Any] | None = None
         self._resume_rng: dict[str, Any] | None = None
         self._sink_states: dict[str, dict[str, Any]] = {}
@@ -165,6 +167,14 @@ class MLProject:
                 f"run {self.run_dir} is complete (step {self.state.global_step}): nothing to do"
             )
             return self.summary
+        try:
+            return self._train()
+        except TrainingInterrupted as stop:
+            if self.run is None:  # under sacred, the Experiment does it once the run is recorded
+                stop.call_chain()
+            raise
+
+    def _train(self) -> dict[str, Any]:
         with self._session():
             self.model.train()
             self.model.on_train_begin()
@@ -301,7 +311,7 @@ class MLProject:
     # --- evaluation -----------------------------------------------------------------------------
     def evaluate(self, loader: Iterable) -> dict[str, float]:
         """Average ``test_batch`` outputs over ``loader``, weighting each batch by its size."""
-        protect_workers(loader)
+        protect_workers(loader, self._stops.signals)
         was_training = self.model.training
         self.model.eval()
         totals: dict[str, Any] = {}
@@ -636,7 +646,19 @@ class MLProject:
         )
         if self.state.last_save_step != self.state.global_step:
             self.save()
-        raise TrainingInterrupted(signum, self.state.global_step)
+        chain = None
+        if signum in self._requeue_signals:  # the cluster will kill this job: ask for a requeue
+            self._run_requeue_command()
+            previous = self._stops.previous.get(signum)
+            chain = previous if callable(previous) else None  # e.g. submitit's own requeue
+        raise TrainingInterrupted(signum, self.state.global_step, chain)
+
+    def _run_requeue_command(self) -> None:
+        command = self.config["requeue_command"]
+        if command is None or not self.world.writes:
+            return
+        done = subprocess.run(command, shell=True, check=False, timeout=120)
+        self.display.line(f"requeue: ran {command!r} (exit status {done.returncode})")
 
     # --- what this process writes, and what a person sees ---------------------------------------
     def _outputs(self) -> tuple[Logger, Display]:
@@ -746,7 +768,7 @@ class MLProject:
         loader = validation if validation is not None else self.datasets.test_loader()
         if loader is None:
             return
-        protect_workers(loader)
+        protect_workers(loader, self._stops.signals)
         generators = _generators(self.train_loader)
         rng = checkpoint.rng_state(generators)
         was_training = self.model.training

@@ -43,6 +43,15 @@ def test_config_error_is_a_value_error():
         validate_config({"model_dir": "runs", "n_epochs": -1})
 
 
+@pytest.mark.parametrize("value", ["SIGUSR1,USR2", ["SIGUSR1", "SIGUSR2"], [10, 12], []])
+def test_requeue_signals_take_names_numbers_or_a_comma_separated_string(value):
+    assert validate_config({"model_dir": "runs", "requeue_signals": value})
+
+
+def test_precision_16_from_sacreds_command_line_is_the_string_16():
+    assert validate_config({"model_dir": "runs", "precision": 16})["precision"] == "16"
+
+
 def test_n_global_iterations_zero_means_not_set_as_in_the_original_design():
     assert (
         validate_config({"model_dir": "runs", "n_global_iterations": 0})["n_global_iterations"]
@@ -85,6 +94,14 @@ def test_model_dir_is_required():
         ("nonfinite", "ignore", "'skip'"),
         ("progress", "yes", "True or False"),
         ("device", "gpu", "'cuda'"),
+        ("requeue_signals", ["SIGFOO"], "names no signal 'SIGFOO'"),
+        ("requeue_signals", ["SIGKILL"], "cannot be caught"),
+        ("requeue_command", "", "shell command"),
+        ("precision", "fp8", "'bf16'"),
+        ("accumulate_grad_batches", 0, "positive int"),
+        ("clip_grad_norm", -1.0, "positive number"),
+        ("validate_iterations", "often", "'epoch'"),
+        ("early_stopping", 0, "positive int"),
         ("device", 3, "'cpu'"),
     ],
 )

@@ -78,3 +78,28 @@ def test_a_stop_signal_during_start_up_ends_the_run_interrupted(tmp_path, sig, c
     assert job.returncode == code, err
     assert sacred_status(tmp_path) == "INTERRUPTED"
     assert not (tmp_path / "models").exists()  # nothing was written for the run itself
+
+
+@pytest.mark.slow
+def test_a_requeue_signal_saves_runs_the_requeue_command_once_and_the_job_continues(tmp_path):
+    calls = tmp_path / "calls.txt"
+    command = f"requeue_command='echo requeue $SLURM_JOB_ID >> {calls}'"
+    marker = tmp_path / "at-step-4"
+    env = {"SLURM_JOB_ID": "42"}
+    tb = f"tensorboard_dir={tmp_path / 'tb'}"
+    job = start(tmp_path, "resume=auto", tb, command, MARK_AT="4", MARK_FILE=str(marker), **env)
+    wait_for(marker, job)
+    job.send_signal(signal.SIGUSR1)  # SLURM's --signal=USR1@90
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 128 + signal.SIGUSR1, err
+    assert sacred_status(tmp_path) == "INTERRUPTED"
+    assert calls.read_text() == "requeue 42\n"  # once, after the save
+    (run_dir,) = (tmp_path / "models").iterdir()
+    step = torch.load(sorted(run_dir.glob("checkpoint-*.pt"))[-1], weights_only=True)
+    assert step["state"]["global_step"] >= 4
+    again = start(tmp_path, "resume=auto", tb, command, **env)  # the requeued job
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert len(list((tmp_path / "models").iterdir())) == 1
+    assert [p.name for p in (tmp_path / "tb").iterdir()] == [run_dir.name]  # the same TB run
+    assert calls.read_text() == "requeue 42\n"

@@ -55,6 +55,7 @@ class Checkpoint(TypedDict):
     config: dict[str, Any]  # the resolved config, as plain data
     run_name: str  # the run folder's name
     sinks: dict[str, dict[str, Any]]  # each sink's state() by sink name
+    ranks: list[dict[str, Any]] | None  # under torchrun: every process's "rng" and "epoch_rng"
 
 
 def build(**fields: Any) -> Checkpoint:
@@ -71,6 +72,8 @@ def parse(payload: Any, path: Path) -> Checkpoint:
     if isinstance(payload, dict) and payload.get("format") == 1:
         payload = {**payload, "format": FORMAT_VERSION}
         payload["sinks"] = {"tensorboard": {"n_events": payload.pop("n_events", 0)}}
+    if isinstance(payload, dict) and "ranks" not in payload:
+        payload = {**payload, "ranks": None}  # saved by one process
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not an mlproject checkpoint (format {FORMAT_VERSION})")
     missing = sorted(set(Checkpoint.__annotations__) - set(payload))

@@ -255,6 +255,8 @@ class Experiment(sacred.Experiment):
             self.current_run = None
             raise ConfigError(_config_message(run.config, unknown))
         _CHECKED_RUNS.add(run)
+        if int(os.environ.get("RANK", "0")) > 0:
+            run.observers = []  # under torchrun one process, rank 0, records the run
         if run.capture_mode is None:
             # sacred's default 'fd' capture tees through subprocesses and can lose the last
             # lines of output (seen here); 'sys' is reliable. --capture=fd still works.

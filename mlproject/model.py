@@ -331,7 +331,7 @@ class ProxyModel(Model):
         with self.autocast():
             out = self.net(x)
             loss = self.loss(out, y)
-        result = {"loss": loss.float()}
+        result = {"loss": loss.float() if loss.dtype in _HALF else loss}  # never less precise
         if self.classification:
             result["accuracy"] = _accuracy(out, y)
         return result
@@ -348,6 +348,7 @@ class ProxyModel(Model):
 
 
 _PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def _check_scheduler(model: ProxyModel, scheduler: Any, interval: str) -> None:

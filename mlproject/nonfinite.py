@@ -9,6 +9,11 @@ update and counts it. Three checks apply the policy, from the cheapest to the la
    scalar whose name contains "loss") stops an 'error' run, naming its step. This catches
    models that never call check 1, and GPU runs.
 3. ``check_weights`` before every checkpoint: non-finite weights are never saved.
+
+Under torchrun (``collective=True``) no process may stop or skip on its own: the others would
+wait for it in the next gradient all-reduce. Checks 1 and 2 then only note a non-finite loss
+in ``pending``; the processes exchange it at their next agreement and stop together, and a
+step is skipped on the averaged gradients, which every process has alike (``Stepper.step``).
 """
 
 from __future__ import annotations
@@ -40,11 +45,13 @@ class NonFinitePolicy:
         1
     """
 
-    def __init__(self, mode: str = "error", skipped: int = 0):
+    def __init__(self, mode: str = "error", skipped: int = 0, collective: bool = False):
         if mode not in MODES:
             raise ValueError(f"nonfinite must be one of {MODES}; got {mode!r}")
         self.mode = mode
         self.skipped = skipped
+        self.collective = collective
+        self.pending: str | None = None  # collective: a non-finite loss not yet acted on
 
     @property
     def stops(self) -> bool:
@@ -64,6 +71,9 @@ class NonFinitePolicy:
         value = loss.item() if loss.numel() == 1 else loss.detach().sum().item()
         if math.isfinite(value):
             return True
+        if self.collective:  # noted; decided on the averaged gradients, by every process
+            self.pending = self.pending or f"{who}: loss is {value} at global step {step}"
+            return True
         if self.stops:
             raise NonFiniteLossError(
                 f"{who}: loss is {value} at global step {step}; no update was applied. {_FIX}"
@@ -77,10 +87,18 @@ class NonFinitePolicy:
             return
         for tag, value, step, _ in scalars:
             if value - value != 0.0 and tag.startswith("train/") and is_loss(tag[6:]):
+                if self.collective:
+                    self.pending = self.pending or f"{tag} is {value} at global step {step}"
+                    return
                 raise NonFiniteLossError(
                     f"{tag} is {value} at global step {step}; stopping so that no checkpoint "
                     f"holds NaN/inf weights. {_FIX}"
                 )
+
+    def raise_for(self, message: str) -> None:
+        """Stop (with 'error') for a non-finite loss that ``message`` describes."""
+        if self.stops:
+            raise NonFiniteLossError(f"{message}; stopping every process. {_FIX}")
 
     def check_weights(self, module: torch.nn.Module, step: int) -> None:
         """Raise NonFiniteLossError when a parameter of ``module`` holds NaN/inf."""

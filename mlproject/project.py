@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -26,15 +27,16 @@ from typing import Any
 
 import torch
 
-from mlproject import checkpoint, resume, rundir
+from mlproject import checkpoint, distributed, resume, rundir
 from mlproject.config import DEFAULTS, plain, resolve_device, validate_config
 from mlproject.data.factory import DatasetFactory, check_loader
-from mlproject.distributed import World
+from mlproject.distributed import AGREE_EVERY, Collective, World
 from mlproject.errors import CheckpointError, ConfigError, ModelError, TrainingInterrupted
 from mlproject.logger import Logger
 from mlproject.model import LogLevel, Model, ProxyModel, benchmark_goal, scalars
 from mlproject.nonfinite import NonFinitePolicy
 from mlproject.progress import Display, metrics_text, number
+from mlproject.shard import shard_evaluation, shard_training
 from mlproject.signals import STOP_SIGNALS, StopSignals, protect_workers, signal_numbers
 from mlproject.sinks import COMPLETED, FAILED, INTERRUPTED, RunInfo, SacredSink, Sink
 from mlproject.state import TrainState
@@ -82,25 +84,27 @@ class MLProject:
     def __init__(self, config: Mapping[str, Any], run: Any = None):
         self.config = validate_config(config)
         self.run = run
-        self.world = World()
-        if self.config["seed"] is None:
-            self.config["seed"] = random.SystemRandom().randrange(2**31)
+        self.world = World.from_env()
+        self.collective = self._join()
         checkpoint.seed_everything(self.config["seed"])
         self.datasets = self.get_dataset_factory(self.config)
         self.model = self.get_model(self.config)
         self._check_parts()
-        self.nonfinite = NonFinitePolicy(self.config["nonfinite"])
+        collective = self.collective.active
+        self.nonfinite = NonFinitePolicy(self.config["nonfinite"], collective=collective)
         self.logger, self.display = self._outputs()
         self.device = self._place_model()
         self.model.stepper = Stepper(
             self.config["precision"], self.config["accumulate_grad_batches"],
-            self.config["clip_grad_norm"], self.nonfinite, self.device,
+            self.config["clip_grad_norm"], self.nonfinite, self.device, collective,
         )  # fmt: skip
         if self.config["compile"]:
             self._compile()
         self.datasets.set_device(self.device)
         self.datasets.check()
         self.train_loader = self.datasets.train_loader()
+        if self.world.launched:  # one global order of the data, at any number of processes
+            self.train_loader = shard_training(self.train_loader, self.world, self.config["seed"])
         self.n_batches = check_loader(self.train_loader, "train")
         self._requeue_signals = signal_numbers(self.config["requeue_signals"])
         self._stops = StopSignals(STOP_SIGNALS + self._requeue_signals)
@@ -113,8 +117,12 @@ class MLProject:
         self._resume_rng: dict[str, Any] | None = None
         self._sink_states: dict[str, dict[str, Any]] = {}
         self._parent: dict[str, Any] | None = None
-        self.start = resume.plan(plain(self.config), self.model.name)
+        self._eval_shards: dict[int, Iterable] = {}
+        if self.world.rank:  # its own dropout and DataLoader workers' draws
+            checkpoint.seed_everything(self.config["seed"] + self.world.rank)
+        self.start = self._plan_start()
         self._begin(self.start)
+        self._ddp = distributed.wrap(self.model, self.device) if collective else []
         self._preflight()
 
     @classmethod
@@ -173,6 +181,8 @@ class MLProject:
             if self.run is None:  # under sacred, the Experiment does it once the run is recorded
                 stop.call_chain()
             raise
+        finally:
+            self.collective.close()
 
     def _train(self) -> dict[str, Any]:
         with self._session():
@@ -202,7 +212,8 @@ class MLProject:
     def step(self, batch: Any) -> dict[str, Any]:
         """Train the model on one batch, with all the bookkeeping around it."""
         self.begin_step()
-        outputs = self.model.train_batch(self.model.to_device(batch))
+        with self._no_sync():
+            outputs = self.model.train_batch(self.model.to_device(batch))
         self.end_step(outputs)
         return outputs
 
@@ -216,10 +227,11 @@ class MLProject:
             last_batch = state.batch_in_epoch + self._window
             # plain attributes: skip nn.Module.__setattr__'s bookkeeping on the hot path
             object.__setattr__(model, "global_step", state.global_step)
-            object.__setattr__(
-                model, "log_level", self._log_level(state.global_step + 1, last_batch)
-            )
-        model.stepper.begin_batch(position, self._window)
+            level = self._log_level(state.global_step + 1, last_batch)
+            object.__setattr__(model, "log_level", level)
+        plan = self._plan
+        scale = plan.scale(state.batch_in_epoch) if plan is not None else 1.0
+        model.stepper.begin_batch(position, self._window, scale)
 
     def end_step(self, outputs: dict[str, Any]) -> None:
         """Count the batch; after a window's last one, count the optimizer step and log, show,
@@ -242,13 +254,15 @@ class MLProject:
         if self._validate_every and state.global_step % self._validate_every == 0:
             self.evaluate_and_select()
             self.model.train()
-        if self._save_every and state.global_step % self._save_every == 0:
+        saves = bool(self._save_every) and state.global_step % self._save_every == 0
+        stop = self._stops.received if not self.collective.active else self._agree(saves)
+        if saves:
             if state.batch_in_epoch < self.n_batches:
                 self.save()
             else:  # the epoch's last step: saved after its end, so the checkpoint holds both
                 self._save_due = True
-        if self._stops.received is not None:
-            self._interrupt()
+        if stop is not None:
+            self._interrupt(stop)
         self.logger.maybe_flush()
 
     def should_stop(self) -> bool:
@@ -288,6 +302,7 @@ class MLProject:
     def epoch_batches(self) -> Iterator[Any]:
         """The epoch's remaining batches; on resume, replays the data order up to the checkpoint."""
         loader, start = self.train_loader, self.state.batch_in_epoch
+        _set_epoch(loader, self.state.epoch)
         generators = _generators(loader)
         if start == 0:
             self._epoch_rng = checkpoint.rng_state(generators)
@@ -310,7 +325,10 @@ class MLProject:
 
     # --- evaluation -----------------------------------------------------------------------------
     def evaluate(self, loader: Iterable) -> dict[str, float]:
-        """Average ``test_batch`` outputs over ``loader``, weighting each batch by its size."""
+        """Average ``test_batch`` outputs over ``loader``, weighting each batch by its size
+        (under torchrun each process evaluates its part and the sums are added up)."""
+        whole = loader
+        loader = self._eval_shards.setdefault(id(whole), shard_evaluation(whole, self.world))
         protect_workers(loader, self._stops.signals)
         was_training = self.model.training
         self.model.eval()
@@ -327,6 +345,10 @@ class MLProject:
                     count += n
         finally:
             self.model.train(was_training)
+        if loader is not whole:  # a part: add up every process's sums and counts
+            parts = self.collective.gather(({k: float(v) for k, v in totals.items()}, count))
+            totals = {k: sum(part.get(k, 0.0) for part, _ in parts) for k in parts[0][0]}
+            count = sum(n for _, n in parts)
         return {key: float(total) / max(count, 1) for key, total in totals.items()}
 
     def evaluate_and_select(self) -> dict[str, float]:
@@ -434,23 +456,70 @@ class MLProject:
         """Flush the scalars (the checkpoint records the sinks' state), then save ``name``."""
         self.logger.flush()
         self.state.skipped_steps = self.nonfinite.skipped
+        rng = checkpoint.rng_state(_generators(self.train_loader))
+        ranks = None
+        if self.collective.active:  # every process's RNG, so that each resumes its own
+            ranks = self.collective.gather({"rng": rng, "epoch_rng": self._epoch_rng})
         payload = checkpoint.build(
             model=self.model.training_state(),
             state=self.state.as_dict(),
-            rng=checkpoint.rng_state(_generators(self.train_loader)),
+            rng=rng,
             epoch_rng=self._epoch_rng,
             config=plain(self.config),
             run_name=self.run_folder.name,
             sinks=self.logger.state(),
+            ranks=ranks,
         )
         path = self.run_folder.path / name
+        failure = None
         if self.world.writes:
-            checkpoint.save(payload, path)
-            if keep is not None and name != checkpoint.BEST_NAME:
-                checkpoint.prune(self.run_folder.path, keep)
+            try:
+                checkpoint.save(payload, path)
+                if keep is not None and name != checkpoint.BEST_NAME:
+                    checkpoint.prune(self.run_folder.path, keep)
+            except Exception as err:
+                failure = err
+        if self.collective.broadcast(failure is not None) and failure is None:
+            raise CheckpointError(f"rank 0 could not save {path}; see its error")
+        if failure is not None:
+            raise failure
         return path
 
     # --- where the run starts -------------------------------------------------------------------
+    def _join(self) -> Collective:
+        """Under torchrun: join the process group, take this process's GPU, and use rank 0's
+        config and seed everywhere. A torchrun restart continues as resume=auto would."""
+        world, config = self.world, self.config
+        if world.restarted and config["resume"] is None:
+            config["resume"] = "auto"
+        if config["seed"] is None:
+            config["seed"] = random.SystemRandom().randrange(2**31)
+        local = distributed.local_device(world, config["device"])
+        if world.world_size > 1 and local is None and str(config["device"]).startswith("cuda:"):
+            raise ConfigError(
+                f"device={config['device']!r} under torchrun would put every process on one GPU; "
+                "each process takes its own (cuda:LOCAL_RANK) with device=cuda"
+            )
+        device = local or torch.device("cpu")
+        collective = Collective(world, device)
+        self.config = collective.broadcast(config)
+        if local is not None:
+            self.config["device"] = str(local)
+        return collective
+
+    def _plan_start(self) -> resume.Start:
+        """Rank 0 decides where the run starts; the others read the same checkpoint."""
+        start = resume.plan(plain(self.config), self.model.name) if self.world.writes else None
+        if not self.collective.active:
+            return start
+        shared = self.collective.broadcast(
+            dataclasses.replace(start, payload=None) if start is not None else None
+        )
+        if start is None:
+            start = shared
+            start.payload = checkpoint.load(start.path) if start.path is not None else None
+        return start
+
     def _begin(self, start: resume.Start) -> None:
         if start.note:
             self.display.line(start.note)
@@ -480,6 +549,12 @@ class MLProject:
         self.nonfinite.skipped = self.state.skipped_steps
         self.config["seed"] = payload["config"]["seed"]
         self._resume_rng, self._epoch_rng = payload["rng"], payload["epoch_rng"]
+        ranks = payload["ranks"]
+        if ranks is not None and self.world.rank < len(ranks):  # this process's own RNG
+            self._resume_rng = ranks[self.world.rank]["rng"]
+            self._epoch_rng = ranks[self.world.rank]["epoch_rng"]
+        elif self.world.rank:  # more processes than saved it: a fresh RNG of its own
+            self._resume_rng = self._epoch_rng = None
         self._sink_states = payload["sinks"]
         info = self.run_folder.info()
         summary = info.get("summary") or {}
@@ -553,13 +628,11 @@ class MLProject:
     def _open_run(self) -> None:
         """Create or reuse the run folder, take its lock, open the sinks, say where it all is."""
         fresh = self.run_folder is None
-        if fresh:
+        if fresh and self.world.writes:
             tb_dir = self.config["tensorboard_dir"]
             model_dir, name = Path(self.config["model_dir"]), self._run_name()
-            self.run_folder = (
-                rundir.create(model_dir, name, Path(tb_dir) if tb_dir is not None else None)
-                if self.world.writes
-                else rundir.RunDir(model_dir / name)
+            self.run_folder = rundir.create(
+                model_dir, name, Path(tb_dir) if tb_dir is not None else None
             )
         if self.world.writes:
             self.run_folder.lock()
@@ -568,6 +641,10 @@ class MLProject:
             except BaseException:
                 self.run_folder.unlock()
                 raise
+        if self.collective.active:  # rank 0 named the folder (and tidied it): the others follow
+            name = self.collective.broadcast(self.run_folder.name if self.world.writes else None)
+            if not self.world.writes:
+                self.run_folder = rundir.RunDir(Path(self.config["model_dir"]) / name)
         try:
             info = RunInfo(
                 self.run_folder.name, self.run_folder.path, plain(self.config),
@@ -637,8 +714,41 @@ class MLProject:
                 return sink.writer
         return None  # Model.writer then gives a writer that writes nothing
 
-    def _interrupt(self) -> None:
-        signum = self._stops.received
+    def _agree(self, saves: bool) -> int | None:
+        """Under torchrun, at steps every process knows in advance (every AGREE_EVERY steps,
+        at saves, at an epoch's or the run's end): exchange stop signals and non-finite
+        losses, so that every process stops at the same step. Returns the signal to stop on."""
+        state = self.state
+        due = saves or state.global_step % AGREE_EVERY == 0 or self.should_stop()
+        if not (due or state.batch_in_epoch >= self.n_batches):
+            return None
+        self.logger.flush()  # reads the logged losses: the NaN check of every process
+        seen = self.collective.gather((self._stops.received, self.nonfinite.pending))
+        pending = [f"process {rank}: {p}" for rank, (_, p) in enumerate(seen) if p is not None]
+        if pending:
+            self.nonfinite.raise_for("; ".join(pending))
+        self.nonfinite.pending = None
+        signals = [signum for signum, _ in seen if signum is not None]
+        return signals[0] if signals else None
+
+    def _no_sync(self) -> contextlib.AbstractContextManager:
+        """Inside an accumulation window, no gradient all-reduce until its last batch."""
+        if not self._ddp or self.model.stepper.closes:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        for name in self._ddp:
+            stack.enter_context(getattr(self.model, name).no_sync())
+        return stack
+
+    @property
+    def _plan(self) -> Any:
+        """The training loader's GlobalBatches under torchrun, else None."""
+        if not self.world.launched:
+            return None
+        plan = getattr(self.train_loader, "plan", None)
+        return plan if plan is not None else getattr(self.train_loader, "batch_sampler", None)
+
+    def _interrupt(self, signum: int) -> None:
         log.warning(
             "%s received: saving at global step %d and stopping",
             signal.Signals(signum).name,
@@ -916,6 +1026,14 @@ def _refuse_misfit(
             + "\n  - ".join(differences)
             + hint
         )
+
+
+def _set_epoch(loader: Any, epoch: int) -> None:
+    """Tell a sharded loader (its GlobalBatches) which epoch's order to draw."""
+    for owner in (loader, getattr(loader, "batch_sampler", None)):
+        if hasattr(owner, "set_epoch"):
+            owner.set_epoch(epoch)
+            return
 
 
 def _generators(loader: Any) -> list[torch.Generator]:

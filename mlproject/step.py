@@ -41,6 +41,9 @@ class Stepper:
         clip: max gradient norm (per optimizer, all its parameters); None = no clipping.
         nonfinite: the run's NaN policy.
         device: where the model is (autocast and the scaler follow it).
+        collective: under torchrun with several processes: every process backpropagates
+            every batch (the gradient all-reduce needs them all), and a step is skipped on
+            the averaged gradients, which all processes share.
 
     Example:
         >>> stepper = Stepper(precision="bf16", accumulate=2)
@@ -59,12 +62,15 @@ class Stepper:
         clip: float | None = None,
         nonfinite: NonFinitePolicy | None = None,
         device: torch.device | str = "cpu",
+        collective: bool = False,
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
         self.precision, self.accumulate, self.clip = precision, accumulate, clip
         self.nonfinite = nonfinite or NonFinitePolicy("error")
         self.device = torch.device(device)
+        self.collective = collective
+        self.scale = 1.0  # this batch's loss weight in a global batch (mlproject.shard)
         self.scaler = None
         if precision == "16":
             self.scaler = torch.amp.GradScaler(self.device.type)
@@ -83,9 +89,10 @@ class Stepper:
         """True on the last training batch of a window: the optimizer steps after it."""
         return self.position == self.window - 1
 
-    def begin_batch(self, position: int, window: int) -> None:
-        """The next batch is number ``position`` (0-based) of a window of ``window`` batches."""
-        self.position, self.window = position, window
+    def begin_batch(self, position: int, window: int, scale: float = 1.0) -> None:
+        """The next batch is number ``position`` (0-based) of a window of ``window`` batches;
+        its loss counts ``scale`` times (a share of a partial global batch, see shard)."""
+        self.position, self.window, self.scale = position, window, scale
         if position == 0:
             self._open_window()
 
@@ -112,7 +119,8 @@ class Stepper:
             return
         if not self._window_finite:
             return  # this window's update is skipped anyway
-        loss = loss / self.window if self.window > 1 else loss
+        if self.window > 1 or self.scale != 1.0:
+            loss = loss * (self.scale / self.window)
         if self.scaler is not None:
             loss = self.scaler.scale(loss)  # the guard's scale is 1: the same loss
         loss.backward()
@@ -123,6 +131,8 @@ class Stepper:
         """
         if not self.closes:
             return False
+        if self._window_finite and self.collective and not self._gradients_finite(optimizer):
+            self._window_finite = False  # skipped for every optimizer of this step
         if not self._window_finite:
             self.nonfinite.skipped += not self._closed  # one skipped step per window
             self._closed = True
@@ -152,6 +162,18 @@ class Stepper:
         optimizer.zero_grad(set_to_none=True)
         self.step_count += applied
         return applied
+
+    def _gradients_finite(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether the averaged gradients are finite (the same answer on every process); a
+        host sync, so on a GPU only with nonfinite='skip' (with 'error' the guard skips)."""
+        if self.device.type == "cuda" and self.nonfinite.stops:
+            return True
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all()):
+            return True
+        if self.nonfinite.stops and self.nonfinite.pending is None:
+            self.nonfinite.pending = "the averaged gradients are not finite"
+        return False
 
     def end_window(self) -> None:
         """After a window's last batch (the loop calls it): update the scaler once."""

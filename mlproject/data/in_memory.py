@@ -8,12 +8,15 @@ Randomness and exact resume: everything random (the epoch's permutation, crop of
 flips) is drawn from torch's global CPU generator inside ``__iter__``, and producing a batch
 draws nothing. So restoring the global RNG state, calling ``iter()`` again and skipping ``k``
 batches (each skipped batch is one cheap indexing) gives the very batches of the interrupted
-epoch, on any device.
+epoch, on any device. Under torchrun (``sharded``) the draws come from (seed, epoch) instead,
+the same on every process, and each process serves its share of each global batch.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -144,6 +147,7 @@ class InMemoryLoader:
         self.flip = flip
         self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
         self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32)
+        self.plan: Any = None  # mlproject.shard.GlobalBatches under torchrun (see sharded)
         if self.mean is not None and len(self.mean) not in (1, images.shape[1]):
             raise DataError(
                 f"InMemoryLoader: mean/std need 1 or {images.shape[1]} values (one per "
@@ -162,7 +166,32 @@ class InMemoryLoader:
             self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self
 
+    def sharded(self, world: Any, seed: int) -> InMemoryLoader:
+        """This process's loader under torchrun: its share of global batches of
+        ``world_size * batch_size`` images, drawn from (seed, epoch) (``mlproject.shard``)."""
+        from mlproject.shard import GlobalBatches
+
+        clone = copy.copy(self)
+        clone.plan = GlobalBatches(
+            len(self.images), self.batch_size, world, self.shuffle, self.drop_last, seed
+        )
+        return clone
+
+    def part(self, start: int, stop: int) -> InMemoryLoader:
+        """The loader of images ``start:stop`` only, unshuffled (a process's evaluation share)."""
+        clone = copy.copy(self)
+        clone.images, clone.labels = self.images[start:stop], self.labels[start:stop]
+        clone.shuffle, clone.crop_padding, clone.flip, clone.plan = False, 0, False, None
+        return clone
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order a sharded loader draws next (called by MLProject)."""
+        if self.plan is not None:
+            self.plan.set_epoch(epoch)
+
     def __len__(self) -> int:
+        if self.plan is not None:
+            return len(self.plan)
         n = len(self.images)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
@@ -170,9 +199,14 @@ class InMemoryLoader:
         # All of the epoch's randomness is drawn here, before the first batch, from the global
         # CPU generator (then moved): same draws on every device, nothing drawn per batch.
         n = len(self.images)
-        order = torch.randperm(n) if self.shuffle else None
-        offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2)) if self.crop_padding else None
-        flips = torch.randint(0, 2, (n,)).bool() if self.flip else None
+        generator = self.plan.generator() if self.plan is not None else None
+        order = torch.randperm(n, generator=generator) if self.shuffle else None
+        offsets = (
+            torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=generator)
+            if self.crop_padding
+            else None
+        )
+        flips = torch.randint(0, 2, (n,), generator=generator).bool() if self.flip else None
         device = self.images.device
         if device.type != "cpu":
             order, offsets, flips = (
@@ -180,11 +214,19 @@ class InMemoryLoader:
             )
         return self._batches(order, offsets, flips)
 
+    def _spans(self) -> Iterator[tuple[int, int]]:
+        """(start, stop) in the epoch's order of each batch this loader serves."""
+        for k in range(len(self)):
+            if self.plan is None:
+                yield k * self.batch_size, min((k + 1) * self.batch_size, len(self.images))
+            else:
+                span = self.plan.positions(k) or self.plan.stand_in(k)
+                yield span.start, span.stop
+
     def _batches(
         self, order: Tensor | None, offsets: Tensor | None, flips: Tensor | None
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        for k in range(len(self)):
-            start, stop = k * self.batch_size, min((k + 1) * self.batch_size, len(self.images))
+        for start, stop in self._spans():
             if order is None:
                 images, labels = self.images[start:stop], self.labels[start:stop]
             else:

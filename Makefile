@@ -34,8 +34,8 @@ cifar10: $(STAMP)  ## train ResNet18 on CIFAR-10, README transforms (EXAMPLE_ARG
 cluttered-mnist: $(STAMP)  ## train a CNN on seeded ClutteredMNIST, built from the MNIST files
 	cd examples/cluttered_mnist && ../../$(PY) main.py with n_epochs=10 $(EXAMPLE_ARGS)
 
-test: $(STAMP)  ## run the whole test suite (slow tests included)
-	$(PY) -m pytest -q
+test: $(STAMP)  ## run the whole test suite (slow tests included), a file per worker on 2 workers
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 check: lint test  ## lint, then test
 

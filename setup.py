@@ -32,6 +32,7 @@ setup(
         # and its MongoObserver without a server.
         "dev": [
             "pytest",
+            "pytest-xdist",
             "ruff",
             "tensorboard",
             "matplotlib",

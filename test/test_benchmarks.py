@@ -100,3 +100,10 @@ def test_bench_runs_times_the_table_in_process_and_as_a_command():
     assert report["command_beyond_import_s"] == pytest.approx(
         report["command_s"] - report["import_s"], abs=0.002
     )
+
+
+@pytest.mark.slow
+def test_bench_distributed_times_one_and_two_processes_under_torchrun():
+    report = run_quick("bench_distributed.py")
+    assert report["benchmark"] == "distributed"
+    assert set(report["us_per_step"]) == {"1", "2"} and report["ratio"] > 0

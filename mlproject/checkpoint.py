@@ -247,6 +247,16 @@ def structure_differences(
 
 
 # --- random number generators -----------------------------------------------------------------
+def generators_of(loader: Any) -> list[torch.Generator]:
+    """The private torch generators a DataLoader draws from, if it was given any."""
+    found = []
+    for owner in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        generator = getattr(owner, "generator", None)
+        if isinstance(generator, torch.Generator) and generator not in found:
+            found.append(generator)
+    return found
+
+
 def rng_state(generators: list[torch.Generator] = ()) -> dict[str, Any]:
     """Every RNG state a run depends on, as plain data (python, numpy, torch, CUDA, extras)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)

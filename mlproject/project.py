@@ -4,23 +4,18 @@ The loop reads top-down: ``train`` runs epochs until the configured length, ``tr
 runs ``step`` per batch, ``end_epoch`` evaluates and saves, ``final_test`` tests the best
 model. Every counter lives in ``self.state``; every side effect goes through the run folder
 (``self.run_folder``), the scalar logger and its sinks (``self.logger``) or the display
-(``self.display``), which write only where ``self.world.writes``. Where a run starts (new,
-continued, forked) is decided in ``mlproject.resume``.
+(``self.display``), which write only where ``self.world.writes``. What happens before the
+first step (checks, placement, where the run starts) is in ``mlproject.preparation``; opening
+and closing the run (folder, lock, sinks, signals) in ``mlproject.session``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
 import logging
 import math
 import os
-import random
-import signal
-import subprocess
 import time
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,24 +23,25 @@ from typing import Any
 import torch
 
 from mlproject import checkpoint, distributed, resume, rundir
-from mlproject.config import DEFAULTS, plain, resolve_device, validate_config
+from mlproject.config import plain, resolve_device, validate_config
 from mlproject.data.factory import DatasetFactory, check_loader
-from mlproject.distributed import AGREE_EVERY, Collective, World
-from mlproject.errors import CheckpointError, ConfigError, ModelError, TrainingInterrupted
-from mlproject.logger import Logger
-from mlproject.model import LogLevel, Model, ProxyModel, benchmark_goal, scalars
+from mlproject.distributed import World
+from mlproject.errors import CheckpointError, ModelError, TrainingInterrupted
+from mlproject.model import LogLevel, Model, benchmark_goal, scalars
 from mlproject.nonfinite import NonFinitePolicy
-from mlproject.progress import Display, metrics_text, number
+from mlproject.preparation import Preparation, refuse_misfit
+from mlproject.progress import metrics_text, number
+from mlproject.session import Session
 from mlproject.shard import shard_evaluation, shard_training
 from mlproject.signals import STOP_SIGNALS, StopSignals, protect_workers, signal_numbers
-from mlproject.sinks import COMPLETED, FAILED, INTERRUPTED, RunInfo, SacredSink, Sink
+from mlproject.sinks import Sink
 from mlproject.state import TrainState
 from mlproject.step import Stepper
 
 log = logging.getLogger(__name__)
 
 
-class MLProject:
+class MLProject(Preparation, Session):
     """A training run: subclass it and implement ``get_dataset_factory`` and ``get_model``.
 
     Build it from a config dict (``MyProject(config)``) or inside a sacred main function
@@ -160,7 +156,7 @@ class MLProject:
         payload = checkpoint.load(path)
         config = validate_config({**payload["config"], **overrides, "resume": None})
         model = cls.get_model(config)
-        _refuse_misfit(path, payload, model, ("parameters",), "load_model")
+        refuse_misfit(path, payload, model, ("parameters",), "load_model")
         model.load_state_dict(payload["model"]["weights"])
         device = config["device"]
         if device is not None:
@@ -303,7 +299,7 @@ class MLProject:
         """The epoch's remaining batches; on resume, replays the data order up to the checkpoint."""
         loader, start = self.train_loader, self.state.batch_in_epoch
         _set_epoch(loader, self.state.epoch)
-        generators = _generators(loader)
+        generators = checkpoint.generators_of(loader)
         if start == 0:
             self._epoch_rng = checkpoint.rng_state(generators)
         else:  # resuming mid-epoch: same RNG as at the epoch's start gives the same order
@@ -456,7 +452,7 @@ class MLProject:
         """Flush the scalars (the checkpoint records the sinks' state), then save ``name``."""
         self.logger.flush()
         self.state.skipped_steps = self.nonfinite.skipped
-        rng = checkpoint.rng_state(_generators(self.train_loader))
+        rng = checkpoint.rng_state(checkpoint.generators_of(self.train_loader))
         ranks = None
         if self.collective.active:  # every process's RNG, so that each resumes its own
             ranks = self.collective.gather({"rng": rng, "epoch_rng": self._epoch_rng})
@@ -485,261 +481,7 @@ class MLProject:
             raise failure
         return path
 
-    # --- where the run starts -------------------------------------------------------------------
-    def _join(self) -> Collective:
-        """Under torchrun: join the process group, take this process's GPU, and use rank 0's
-        config and seed everywhere. A torchrun restart continues as resume=auto would."""
-        world, config = self.world, self.config
-        if world.restarted and config["resume"] is None:
-            config["resume"] = "auto"
-        if config["seed"] is None:
-            config["seed"] = random.SystemRandom().randrange(2**31)
-        local = distributed.local_device(world, config["device"])
-        if world.world_size > 1 and local is None and str(config["device"]).startswith("cuda:"):
-            raise ConfigError(
-                f"device={config['device']!r} under torchrun would put every process on one GPU; "
-                "each process takes its own (cuda:LOCAL_RANK) with device=cuda"
-            )
-        device = local or torch.device("cpu")
-        collective = Collective(world, device)
-        self.config = collective.broadcast(config)
-        if local is not None:
-            self.config["device"] = str(local)
-        return collective
-
-    def _plan_start(self) -> resume.Start:
-        """Rank 0 decides where the run starts; the others read the same checkpoint."""
-        start = resume.plan(plain(self.config), self.model.name) if self.world.writes else None
-        if not self.collective.active:
-            return start
-        shared = self.collective.broadcast(
-            dataclasses.replace(start, payload=None) if start is not None else None
-        )
-        if start is None:
-            start = shared
-            start.payload = checkpoint.load(start.path) if start.path is not None else None
-        return start
-
-    def _begin(self, start: resume.Start) -> None:
-        if start.note:
-            self.display.line(start.note)
-        if start.run_dir is not None:
-            self.run_folder = rundir.RunDir(start.run_dir)
-        if start.kind == resume.CONTINUE:
-            self._continue_from(start.path, start.payload)
-        elif start.kind == resume.FORK:
-            self._fork_from(start.path, start.payload)
-
-    def _continue_from(self, path: Path, payload: checkpoint.Checkpoint) -> None:
-        _refuse_misfit(path, payload, self.model, ("parameters", "optimizers", "schedulers"))
-        saved = payload["state"]
-        if saved["batch_in_epoch"] and saved.get("batches_per_epoch", self.n_batches) not in (
-            0,
-            self.n_batches,
-        ):
-            raise CheckpointError(
-                f"cannot resume from {path}: it stopped after batch {saved['batch_in_epoch']} of "
-                f"an epoch of {saved['batches_per_epoch']} batches, and the training loader now "
-                f"has {self.n_batches} (batch_size or the data changed). Restore them, or resume "
-                "from a checkpoint saved at an epoch's end"
-            )
-        self._warn_changed_keys(path, payload["config"])
-        self.model.load_training_state(payload["model"])
-        self.state = TrainState(**{**saved, "batches_per_epoch": self.n_batches})
-        self.nonfinite.skipped = self.state.skipped_steps
-        self.config["seed"] = payload["config"]["seed"]
-        self._resume_rng, self._epoch_rng = payload["rng"], payload["epoch_rng"]
-        ranks = payload["ranks"]
-        if ranks is not None and self.world.rank < len(ranks):  # this process's own RNG
-            self._resume_rng = ranks[self.world.rank]["rng"]
-            self._epoch_rng = ranks[self.world.rank]["epoch_rng"]
-        elif self.world.rank:  # more processes than saved it: a fresh RNG of its own
-            self._resume_rng = self._epoch_rng = None
-        self._sink_states = payload["sinks"]
-        info = self.run_folder.info()
-        summary = info.get("summary") or {}
-        if (
-            info.get("status") == COMPLETED.lower()
-            and summary.get("global_step") == saved["global_step"]
-        ):
-            self.summary = summary
-        log.info("resuming from %s at global step %d", path, self.state.global_step)
-
-    def _fork_from(self, path: Path, payload: checkpoint.Checkpoint) -> None:
-        moments = self.config["init_from_optimizer"]
-        kinds = ("parameters", "optimizers") if moments else ("parameters",)
-        _refuse_misfit(path, payload, self.model, kinds, "init_from")
-        self.model.load_state_dict(payload["model"]["weights"])
-        if moments:
-            self.model.load_optimizer_moments(payload["model"]["optimizers"])
-        step = payload["state"]["global_step"]
-        self._parent = {"checkpoint": str(path.resolve()), "step": step}
-        taken = "weights and optimizer state" if moments else "weights"
-        self.display.line(f"fork of {path} (step {step}): {taken} from it, the rest new")
-
-    def _warn_changed_keys(self, path: Path, saved: dict[str, Any]) -> None:
-        now = plain(self.config)
-        keys = (set(saved) | set(now)) - set(DEFAULTS)
-        changed = sorted(key for key in keys if saved.get(key) != now.get(key))
-        if changed:
-            warnings.warn(
-                f"resuming from {path} with changed config keys: "
-                + ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed),
-                stacklevel=4,
-            )
-
-    def _restore_step_rng(self) -> None:
-        """A resumed run at an epoch boundary continues from the checkpoint's RNG state (mid
-        epoch, ``epoch_batches`` does it after replaying the data order)."""
-        at_boundary = self.state.batch_in_epoch in (0, self.n_batches)
-        if self._resume_rng is not None and at_boundary:
-            checkpoint.set_rng_state(self._resume_rng, _generators(self.train_loader))
-            self._resume_rng = None
-
-    # --- session: run folder, sinks and signals ------------------------------------------------
-    @contextlib.contextmanager
-    def _session(self) -> Iterator[None]:
-        self._open_run()
-        self._checked = False
-        self._save_due = False
-        self._accumulate = self.config["accumulate_grad_batches"]
-        self._window, self._window_sums = 1, {}
-        validate = self.config["validate_iterations"]
-        self._validate_every = validate if isinstance(validate, int) else None
-        self._lr_names: list[tuple[str, dict[str, Any]]] | None = None
-        self._epoch_finished = False
-        self._epoch_started = self._last_line = time.monotonic()
-        self._bar = self.display.bar(0, 0, "")  # closed at once; for own train_epoch loops
-        self._bar.close()
-        self._save_every = self.config["save_iterations"]
-        self._save_every = self._save_every if isinstance(self._save_every, int) else None
-        try:
-            with self._stops.deferred(), _deterministic(self.config["deterministic"]):
-                yield
-        except KeyboardInterrupt:  # TrainingInterrupted, or Ctrl-C outside the loop
-            self._close_run(INTERRUPTED, ending=True)
-            raise
-        except BaseException:
-            self._close_run(FAILED, ending=True)
-            raise
-        else:
-            self._close_run(COMPLETED)
-
-    def _open_run(self) -> None:
-        """Create or reuse the run folder, take its lock, open the sinks, say where it all is."""
-        fresh = self.run_folder is None
-        if fresh and self.world.writes:
-            tb_dir = self.config["tensorboard_dir"]
-            model_dir, name = Path(self.config["model_dir"]), self._run_name()
-            self.run_folder = rundir.create(
-                model_dir, name, Path(tb_dir) if tb_dir is not None else None
-            )
-        if self.world.writes:
-            self.run_folder.lock()
-            try:
-                self._tidy_run_folder(fresh)
-            except BaseException:
-                self.run_folder.unlock()
-                raise
-        if self.collective.active:  # rank 0 named the folder (and tidied it): the others follow
-            name = self.collective.broadcast(self.run_folder.name if self.world.writes else None)
-            if not self.world.writes:
-                self.run_folder = rundir.RunDir(Path(self.config["model_dir"]) / name)
-        try:
-            info = RunInfo(
-                self.run_folder.name, self.run_folder.path, plain(self.config),
-                self.state.global_step, self._parent,
-            )  # fmt: skip
-            self.logger.open(info, self._sink_states)
-        except BaseException:
-            self.run_folder.unlock()
-            raise
-        self.model.writer = self._summary_writer()
-        self.display.line(self._start_line())
-
-    def _tidy_run_folder(self, fresh: bool) -> None:
-        """Under the lock: clear what interrupted saves left, leave an abandoned timeline, and
-        record in run.json that the run is running."""
-        folder, start = self.run_folder, self.start
-        checkpoint.clean(folder.path)
-        if start.newer:
-            moved = checkpoint.move_aside(folder.path, start.newer)
-            self.display.line(
-                f"resuming {start.path.name} (step {self.state.global_step}) leaves a newer "
-                f"timeline: moved {len(start.newer)} later checkpoint file(s) to {moved}"
-            )
-            if not (folder.path / checkpoint.BEST_NAME).exists():
-                self.state.best_value = self.state.best_step = None  # chosen again from here
-            start.newer = []
-        if start.kind == resume.CONTINUE and checkpoint.latest_valid(folder.path) != start.path:
-            raise CheckpointError(
-                f"{folder.path} got a newer checkpoint from another process since this project "
-                "was built; build it again to continue from there"
-            )
-        if fresh or not folder.info():
-            folder.write_info(
-                rundir.new_info(
-                    folder.name, self.config["prefix"], self.model.name, plain(self.config),
-                    folder.path.parent, self._parent,
-                )
-            )  # fmt: skip
-        else:
-            folder.update_info(status="running", summary=None)
-
-    def _close_run(self, status: str, ending: bool = False) -> None:
-        """Close the sinks and record how the run ended; ``ending``: an error is on its way
-        out, and a failure to close is then a warning rather than a new error hiding it."""
-        try:
-            self.logger.close(status)
-        except Exception as err:
-            status = FAILED
-            if not ending:
-                raise
-            warnings.warn(f"could not close the run's records: {err}", stacklevel=2)
-        finally:
-            try:
-                if self.world.writes:
-                    summary = self.summary if status == COMPLETED else None
-                    self.run_folder.update_info(status=status.lower(), summary=summary)
-            except OSError as err:  # e.g. a full disk: never hide why the run itself ended
-                warnings.warn(f"could not record the run's end in run.json: {err}", stacklevel=2)
-            finally:
-                self._sink_states = self.logger.state()
-                self.model.writer = None
-                self.run_folder.unlock()
-
-    def _summary_writer(self) -> Any:
-        for sink in self.logger.sinks:
-            if getattr(sink, "name", None) == "tensorboard":
-                return sink.writer
-        return None  # Model.writer then gives a writer that writes nothing
-
-    def _agree(self, saves: bool) -> int | None:
-        """Under torchrun, at steps every process knows in advance (every AGREE_EVERY steps,
-        at saves, at an epoch's or the run's end): exchange stop signals and non-finite
-        losses, so that every process stops at the same step. Returns the signal to stop on."""
-        state = self.state
-        due = saves or state.global_step % AGREE_EVERY == 0 or self.should_stop()
-        if not (due or state.batch_in_epoch >= self.n_batches):
-            return None
-        self.logger.flush()  # reads the logged losses: the NaN check of every process
-        seen = self.collective.gather((self._stops.received, self.nonfinite.pending))
-        pending = [f"process {rank}: {p}" for rank, (_, p) in enumerate(seen) if p is not None]
-        if pending:
-            self.nonfinite.raise_for("; ".join(pending))
-        self.nonfinite.pending = None
-        signals = [signum for signum, _ in seen if signum is not None]
-        return signals[0] if signals else None
-
-    def _no_sync(self) -> contextlib.AbstractContextManager:
-        """Inside an accumulation window, no gradient all-reduce until its last batch."""
-        if not self._ddp or self.model.stepper.closes:
-            return contextlib.nullcontext()
-        stack = contextlib.ExitStack()
-        for name in self._ddp:
-            stack.enter_context(getattr(self.model, name).no_sync())
-        return stack
-
+    # --- helpers --------------------------------------------------------------------------------
     @property
     def _plan(self) -> Any:
         """The training loader's GlobalBatches under torchrun, else None."""
@@ -748,59 +490,10 @@ class MLProject:
         plan = getattr(self.train_loader, "plan", None)
         return plan if plan is not None else getattr(self.train_loader, "batch_sampler", None)
 
-    def _interrupt(self, signum: int) -> None:
-        log.warning(
-            "%s received: saving at global step %d and stopping",
-            signal.Signals(signum).name,
-            self.state.global_step,
-        )
-        if self.state.last_save_step != self.state.global_step:
-            self.save()
-        chain = None
-        if signum in self._requeue_signals:  # the cluster will kill this job: ask for a requeue
-            self._run_requeue_command()
-            previous = self._stops.previous.get(signum)
-            chain = previous if callable(previous) else None  # e.g. submitit's own requeue
-        raise TrainingInterrupted(signum, self.state.global_step, chain)
-
-    def _run_requeue_command(self) -> None:
-        command = self.config["requeue_command"]
-        if command is None or not self.world.writes:
-            return
-        done = subprocess.run(command, shell=True, check=False, timeout=120)
-        self.display.line(f"requeue: ran {command!r} (exit status {done.returncode})")
-
-    # --- what this process writes, and what a person sees ---------------------------------------
-    def _outputs(self) -> tuple[Logger, Display]:
-        """The one place that decides what this process writes: everything, or nothing at all."""
-        writes = self.world.writes
-        sinks: list[Sink] = []
-        if writes and self.config["tensorboard_dir"] is not None:
-            from mlproject.tensorboard import TensorBoardSink  # tensorboardX, only when used
-
-            sinks.append(TensorBoardSink(self.config["tensorboard_dir"]))
-        if writes and self.run is not None:
-            sinks.append(SacredSink(self.run))
-        if writes:
-            sinks.extend(self.get_sinks(self.config))
-        display = Display(writes, bars=self.config["progress"], under_sacred=self.run is not None)
-        return Logger(sinks, self.nonfinite), display
-
     @property
     def run_dir(self) -> Path | None:
         """The run folder under ``model_dir`` (None until the run has one)."""
         return self.run_folder.path if self.run_folder is not None else None
-
-    def _start_line(self) -> str:
-        parts = [f"run {self.run_folder.path}"]
-        if self.config["tensorboard_dir"] is not None:
-            tb_run = Path(self.config["tensorboard_dir"]) / self.run_folder.name
-            parts.append(f"TensorBoard {tb_run}")
-        if getattr(self.run, "_id", None) is not None:
-            parts.append(f"sacred run {self.run._id}")
-        if self.state.global_step:
-            parts.append(f"resumed at step {self.state.global_step}")
-        return " · ".join(parts)
 
     def _show_evaluation(self, group: str, metrics: dict[str, float]) -> None:
         """One line that stays: epoch, step, mean train loss since the last line, metrics, time."""
@@ -829,78 +522,6 @@ class MLProject:
         if summary["test"]:
             lines.append(f"test {metrics_text(summary['test'])}")
         self.display.line(" · ".join(lines))
-
-    # --- checks before anything is written ------------------------------------------------------
-    def _check_parts(self) -> None:
-        if not isinstance(self.model, Model):
-            raise ModelError(
-                f"get_model returned {type(self.model).__name__}, not an mlproject.Model; wrap a "
-                "plain network as ProxyModel(net, opt, loss=..., name=...)"
-            )
-        if not isinstance(self.datasets, DatasetFactory):
-            raise ModelError(
-                f"get_dataset_factory returned {type(self.datasets).__name__}, not a "
-                "DatasetFactory; use DatasetFactory(train_set=..., test_set=...)"
-            )
-        benchmark_goal(self.model)
-        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        if trainable and not self.model.optimizers():
-            raise ModelError(
-                f"{type(self.model).__name__} has {trainable} trainable parameters but no "
-                "optimizer among its attributes (or in a list, tuple or dict attribute), so "
-                "nothing could be saved or resumed. Set e.g. self.opt = torch.optim.Adam(...)"
-            )
-        plateau = isinstance(getattr(self.model, "scheduler", None), _PLATEAU)
-        if isinstance(self.model, ProxyModel) and plateau:
-            if self.datasets.validation_loader() is None:
-                raise ModelError(
-                    "ReduceLROnPlateau steps on the validation value of the benchmark metric, "
-                    "and this project has no validation set (stepping on test data would select "
-                    "on it). Add a validation set, or use another scheduler"
-                )
-
-    def _place_model(self) -> torch.device:
-        """``device`` None keeps the model where ``get_model`` put it; an explicit one moves it
-        (said in one line when get_model had put it on an accelerator)."""
-        current = self.model.device
-        wanted = self.config["device"]
-        device = current if wanted is None else resolve_device(wanted)
-        if wanted is not None and current.type != "cpu" and current != device:
-            self.display.line(f"device={wanted!r}: moving the model from {current} to {device}")
-        self.model.to(device)
-        self.config["device"] = str(device)
-        return device
-
-    def _preflight(self) -> None:
-        """Run one validation (else test) batch through ``test_batch`` and check its outputs,
-        so a broken contract shows before any folder or file exists. RNG states are kept."""
-        validation = self.datasets.validation_loader()
-        loader = validation if validation is not None else self.datasets.test_loader()
-        if loader is None:
-            return
-        protect_workers(loader, self._stops.signals)
-        generators = _generators(self.train_loader)
-        rng = checkpoint.rng_state(generators)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            batch = next(iter(loader), None)
-            if batch is None:
-                return
-            with torch.no_grad():
-                outputs = self.model.test_batch(self.model.to_device(batch))
-        finally:
-            self.model.train(was_training)
-            checkpoint.set_rng_state(rng, generators)
-        needed = [self.model.benchmark_metric] if validation is not None else []
-        scalars(outputs, "test_batch", needed)
-
-    # --- helpers --------------------------------------------------------------------------------
-    def _run_name(self) -> str:
-        run_id = getattr(self.run, "_id", None)
-        if run_id is None:
-            run_id = time.strftime("%Y%m%d-%H%M%S")
-        return "_".join(str(p) for p in (self.config["prefix"], run_id, self.model.name) if p)
 
     def _log_level(self, step: int, batch_number: int) -> LogLevel:
         every_all, every_scalars = (
@@ -949,23 +570,6 @@ class MLProject:
             return [("grad_norm", norm) for _, norm in found]
         return [(f"grad_norm/{name}", norm) for name, norm in found]
 
-    def _compile(self) -> None:
-        """torch.compile every network of the model in place: its state_dict keys stay plain
-        (no ``_orig_mod.``), so checkpoints load into an uncompiled model and back."""
-        backend = self.config["compile"]
-        options = {} if backend is True else {"backend": backend}
-        if backend is not True:
-            import torch._dynamo  # the backends' list; torch.compile imports it anyway
-
-            if backend not in torch._dynamo.list_backends(exclude_tags=()):
-                raise ConfigError(
-                    f"compile={backend!r} is not a torch.compile backend; allowed: True (the "
-                    f"default, inductor) or one of {torch._dynamo.list_backends()}"
-                )
-        for module in self.model.children():
-            if any(True for _ in module.parameters()):
-                module.compile(**options)
-
     def _lr_groups(self) -> list[tuple[str, dict[str, Any]]]:
         """(name, param group) of every optimizer param group: ``lr``, ``lr/<optimizer>/<i>``."""
         if self._lr_names is None:
@@ -988,62 +592,12 @@ class MLProject:
 _PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
-@contextlib.contextmanager
-def _deterministic(on: bool) -> Iterator[None]:
-    """torch's deterministic algorithms while training; afterwards the process's own mode
-    (with its warn_only) and environment, as they were."""
-    if not on:
-        yield
-        return
-    mode = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # CUDA's cuBLAS needs it
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
-        if workspace is None:
-            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-
-
-def _refuse_misfit(
-    path: Path,
-    payload: checkpoint.Checkpoint,
-    model: Model,
-    kinds: tuple[str, ...],
-    what: str = "resume",
-) -> None:
-    """Raise CheckpointError listing what of ``kinds`` differs between checkpoint and model."""
-    differences = checkpoint.structure_differences(
-        payload["model"]["structure"], model.structure(), kinds
-    )
-    if differences:
-        hint = "\n(init_from_optimizer=False takes the weights only)" if what == "init_from" else ""
-        raise CheckpointError(
-            f"cannot {what} from {path}: the model does not fit it:\n  - "
-            + "\n  - ".join(differences)
-            + hint
-        )
-
-
 def _set_epoch(loader: Any, epoch: int) -> None:
     """Tell a sharded loader (its GlobalBatches) which epoch's order to draw."""
     for owner in (loader, getattr(loader, "batch_sampler", None)):
         if hasattr(owner, "set_epoch"):
             owner.set_epoch(epoch)
             return
-
-
-def _generators(loader: Any) -> list[torch.Generator]:
-    """The private torch generators a DataLoader draws from, if it was given any."""
-    found = []
-    for owner in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-        generator = getattr(owner, "generator", None)
-        if isinstance(generator, torch.Generator) and generator not in found:
-            found.append(generator)
-    return found
 
 
 def _batch_size(batch: Any) -> int:

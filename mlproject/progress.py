@@ -76,7 +76,7 @@ class Progress:
 
             self.bar = tqdm(
                 total=total, initial=initial, desc=desc, mininterval=0.5, file=file,
-                dynamic_ncols=True, leave=False,
+                dynamic_ncols=True, leave=False, disable=None,  # none in a log file
             )  # fmt: skip
         self._next = 0.0
 

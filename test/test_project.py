@@ -584,13 +584,6 @@ def test_a_person_sees_where_the_run_is_a_line_per_evaluation_and_a_summary(
     assert len(lines) == 4  # progress=False: no bars, only the lines that stay
 
 
-def test_progress_bar_goes_to_stderr(build, capsys):
-    build(n_epochs=1, progress=True).train()
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert "epoch 1" in captured.err
-
-
 def test_summary_has_test_accuracy_and_best_step(build, tiny_model):
     summary = build(model=tiny_model, n_epochs=2).train()
     assert set(summary) >= {"run_dir", "global_step", "epochs", "best", "validation", "test"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -177,11 +178,32 @@ def test_best_checkpoint_is_an_artifact(observed):
     assert (folder / "best.pt").read_bytes() == best.read_bytes()
 
 
-def test_progress_bar_is_kept_out_of_the_captured_output(observed):
-    result, _, folder = observed
-    assert "it/s" in result.stderr  # the bar was shown on the terminal
-    cout = (folder / "cout.txt").read_text()
-    assert "test accuracy:" in cout
+def test_progress_bar_is_kept_out_of_the_captured_output(tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    terminal, child_side = pty.openpty()  # the bar is drawn on terminals only
+    fcntl.ioctl(child_side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # its width
+    args = [sys.executable, str(REPO / DIGITS), "-F", "obs", "with", "n_epochs=2",
+            "model_dir=models", "progress=True"]  # fmt: skip
+    job = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=child_side)
+    os.close(child_side)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert job.wait(timeout=120) == 0
+    os.close(terminal)
+    assert b"it/s" in shown  # the bar was shown on the terminal
+    cout = (tmp_path / "obs" / "1" / "cout.txt").read_text()
+    assert "test accuracy:" in cout and "epoch 2/2 · step" in cout  # the lines that stay
     assert "\r" not in cout
     assert "it/s" not in cout
 

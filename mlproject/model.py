@@ -234,15 +234,23 @@ class Model(nn.Module):
 
 
 def _find(model: nn.Module, kind: type | tuple[type, ...]) -> dict[str, Any]:
-    """The objects of ``kind`` among ``model``'s attributes and their list/tuple/dict items."""
+    """The objects of ``kind`` among ``model``'s attributes, also inside (nested) list, tuple
+    and dict attributes: ``self.opts = {"g": [a, b]}`` gives ``opts.g.0`` and ``opts.g.1``."""
     found: dict[str, Any] = {}
-    for name, value in vars(model).items():
+
+    def walk(name: str, value: Any, depth: int) -> None:
         if isinstance(value, kind):
             found[name] = value
-        elif isinstance(value, list | tuple):
-            found.update((f"{name}.{i}", v) for i, v in enumerate(value) if isinstance(v, kind))
-        elif isinstance(value, dict) and not name.startswith("_"):  # nn.Module's own dicts
-            found.update((f"{name}.{k}", v) for k, v in value.items() if isinstance(v, kind))
+        elif depth < 4 and isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(f"{name}.{i}", item, depth + 1)
+        elif depth < 4 and isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{name}.{key}", item, depth + 1)
+
+    for name, value in vars(model).items():
+        if not name.startswith("_"):  # nn.Module's own dicts (_parameters, _modules...)
+            walk(name, value, 0)
     return found
 
 

@@ -144,3 +144,44 @@ def test_a_full_disk_under_tensorboard_fails_the_run_like_any_other_write(
         Resumable(config).train()
     (run_dir,) = (tmp_path / "m").iterdir()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+
+
+def documented_csv_sink() -> type:
+    """The CsvSink of mlproject.sinks' docstring, executed as written."""
+    import textwrap
+    from pathlib import Path
+
+    import mlproject.sinks
+
+    doc = mlproject.sinks.__doc__
+    code = textwrap.dedent(doc[doc.index("    class CsvSink") :])
+    scope = {"Sink": Sink, "Path": Path}
+    exec(code, scope)
+    return scope["CsvSink"]
+
+
+def test_the_documented_csv_sink_keeps_each_step_once_across_a_resume(tmp_path, monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+    from resumable import Resumable, in_process_config
+
+    csv_path = tmp_path / "scalars.csv"
+    sink_class = documented_csv_sink()
+
+    class WithCsv(Resumable):
+        @staticmethod
+        def get_sinks(config):
+            return [sink_class(csv_path)]
+
+    config = in_process_config(tmp_path / "m", n_epochs=2, save_iterations=3, resume="auto")
+    monkeypatch.setenv("FAULT_AT", "8")
+    monkeypatch.setenv("FAULT_SIGNAL", "0")
+    with pytest.raises(RuntimeError):
+        WithCsv(config).train()  # dies in step 8, after rows up to its flush were written
+    monkeypatch.delenv("FAULT_AT")
+    WithCsv(config).train()
+    rows = [line.split(",") for line in csv_path.read_text().splitlines()]
+    keys = [(tag, int(step)) for tag, step, _ in rows]
+    assert len(keys) == len(set(keys))  # rows after the checkpoint were dropped, then logged again
+    assert [step for tag, step in keys if tag == "train/loss"] == list(range(1, 11))

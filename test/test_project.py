@@ -805,3 +805,25 @@ def test_early_stopping_keeps_its_patience_across_a_resume(build):
     resumed = build(model=model, n_epochs=10, early_stopping=2, resume=str(first.run_dir))
     summary = resumed.train()
     assert (summary["global_step"], summary["stopped"]) == (16, "early_stopping")
+
+
+def test_early_stopping_through_the_cli_stops_at_an_evaluation_and_says_why(tmp_path, start_script):
+    job = start_script(
+        "test/scripts/resumable.py", "with", f"model_dir={tmp_path / 'm'}",
+        f"tensorboard_dir={tmp_path / 'tb'}", "n_global_iterations=200", "validate_iterations=2",
+        "early_stopping=1", "lr=0.0", "seed=1", cwd=tmp_path,
+    )  # fmt: skip
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 0, err
+    (tb_run,) = (tmp_path / "tb").iterdir()
+    from conftest import accumulate
+
+    acc = accumulate(tb_run)
+    steps = [e.step for e in acc.Scalars("validation/loss")]
+    values = [e.value for e in acc.Scalars("validation/loss")]
+    assert steps == list(range(2, 2 * len(steps) + 1, 2)) and steps[-1] < 200
+    assert values[-1] >= min(values[:-1])  # the last evaluation did not improve: it stopped
+    assert f"early stopping at step {steps[-1]}: validation loss has not improved" in err
+    (run_dir,) = (tmp_path / "m").iterdir()
+    summary = json.loads((run_dir / "run.json").read_text())["summary"]
+    assert (summary["global_step"], summary["stopped"]) == (steps[-1], "early_stopping")

@@ -93,10 +93,8 @@ class GlobalBatches(Sampler[list[int]]):
 
 def shard_training(loader: Any, world: World, seed: int) -> Any:
     """The training loader of this process: a DataLoader rebuilt on ``GlobalBatches``, or an
-    InMemoryLoader taking its share; anything else cannot be sharded and is refused."""
-    from mlproject.data.in_memory import InMemoryLoader
-
-    if isinstance(loader, InMemoryLoader):
+    InMemoryLoader taking its share (its ``sharded``); anything else is refused."""
+    if hasattr(loader, "sharded"):  # an InMemoryLoader
         return loader.sharded(world, seed)
     reason = _unshardable(loader)
     if reason:
@@ -127,11 +125,9 @@ def _unshardable(loader: Any) -> str | None:
 def shard_evaluation(loader: Iterable, world: World) -> Iterable:
     """This process's contiguous part of an evaluation set (maybe empty), or the loader itself
     when it cannot be split (every process then evaluates all of it)."""
-    from mlproject.data.in_memory import InMemoryLoader
-
     if world.world_size == 1:
         return loader
-    if isinstance(loader, InMemoryLoader):
+    if hasattr(loader, "part"):  # an InMemoryLoader
         return loader.part(*_part(len(loader.images), world))
     if _unshardable(loader) is None and type(loader.sampler) is SequentialSampler:
         part = Subset(loader.dataset, range(*_part(len(loader.dataset), world)))

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Tenso
 
 from mlproject import DataError, DatasetFactory
 from mlproject.data import DigitsFactory
+from mlproject.data.factory import int_problems
 
 
 def dataset(n: int) -> TensorDataset:
@@ -150,6 +151,18 @@ def test_check_loader_without_len_is_a_data_error(split):
     kwargs = {"train_loader": [torch.ones(1)], f"{split}_loader": NoLength()}
     with pytest.raises(DataError, match=rf"{split} loader \(NoLength\) has no len\(\)"):
         DatasetFactory(**kwargs).check()
+
+
+def test_int_problems_words_each_value_that_is_not_an_int_in_range():
+    problems = int_problems(
+        a=(True, 0), b=(1.5, None), c=(-1, 0), d=(29, 1, 28), e=(-3, None), f=(28, 1, 28)
+    )
+    assert problems == [
+        "a=True must be an int >= 0",
+        "b=1.5 must be an int",
+        "c=-1 must be an int >= 0",
+        "d=29 must be an int in 1..28",
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -41,12 +41,8 @@ class DatasetFactory:
         validation_loader: Iterable | None = None,
         loader_kwargs: dict[str, Any] | None = None,
     ):
-        self._sets = {"train": train_set, "validation": validation_set, "test": test_set}
-        self._loaders = {
-            "train": train_loader,
-            "validation": validation_loader,
-            "test": test_loader,
-        }
+        self._sets = dict(zip(SPLITS, (train_set, validation_set, test_set)))
+        self._loaders = dict(zip(SPLITS, (train_loader, validation_loader, test_loader)))
         self.loader_kwargs = dict(loader_kwargs or {})
 
     # --- datasets ---------------------------------------------------------------------------
@@ -73,10 +69,9 @@ class DatasetFactory:
         if self._loaders[split] is None and self._sets[split] is not None:
             if len(self._sets[split]) == 0:  # type: ignore[arg-type]
                 raise DataError(empty_message(split))
-            kwargs = {"batch_size": 1, "shuffle": split == "train", **self.loader_kwargs}
+            kwargs = {"batch_size": 1, "shuffle": True, **self.loader_kwargs}
             if split != "train":
-                kwargs["shuffle"] = False
-                kwargs["drop_last"] = False
+                kwargs.update(shuffle=False, drop_last=False)
             self._loaders[split] = DataLoader(self._sets[split], **kwargs)
         return self._loaders[split]
 
@@ -141,7 +136,7 @@ def check_loader(loader: Iterable, split: str) -> int:
                 f": the dataset has {n_samples} samples, batch_size={loader.batch_size}, "
                 f"drop_last={loader.drop_last}"
             )
-            if n_samples != 0 and loader.drop_last:
+            if loader.drop_last:
                 detail += ". Use a smaller batch_size or drop_last=False"
         raise DataError(f"the {split} loader yields no batches{detail}")
     return n_batches
@@ -154,3 +149,22 @@ def empty_message(split: str) -> str:
         f"the {split} dataset is empty (0 samples); a split needs at least one sample: check "
         f"the files or the filter it was built from{fix}"
     )
+
+
+def int_problems(**checks: tuple) -> list[str]:
+    """``"name=value must be ..."`` for each ``name=(value, low[, high])`` whose value is not an
+    int (a bool is not one) in ``low..high``; a bound of None is open. Every argument check of
+    the package words its problems with it.
+
+    Example:
+        >>> int_problems(batch_size=(0, 1), split_seed=(-3, None), clutter_size=(30, 1, 28))
+        ['batch_size=0 must be an int >= 1', 'clutter_size=30 must be an int in 1..28']
+    """
+    problems = []
+    for name, (value, low, *high) in checks.items():
+        top = high[0] if high else None
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if not is_int or (low is not None and value < low) or (top is not None and value > top):
+            allowed = "" if low is None else f" >= {low}" if top is None else f" in {low}..{top}"
+            problems.append(f"{name}={value!r} must be an int{allowed}")
+    return problems

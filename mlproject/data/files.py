@@ -56,11 +56,16 @@ def removed_on_failure(targets: Iterable[Path]) -> Iterator[None]:
         ...     torchvision.datasets.MNIST(root, download=True)  # offline: nothing is left
     """
     targets = list(targets)
-    before = _snapshot(targets)
+    before = _existing(targets)
     try:
         yield
     except BaseException:
-        _remove_new(before, targets)
+        # A path sorts after the folders above it: in reverse, a folder comes after its content.
+        for path in sorted(_existing(targets) - before, reverse=True):
+            if not path.is_dir():
+                path.unlink()
+            elif not any(path.iterdir()):
+                path.rmdir()
         raise
 
 
@@ -101,33 +106,11 @@ def files_message(
     )
 
 
-def _snapshot(targets: Iterable[Path]) -> set[Path]:
-    """Every existing path under ``targets`` (the targets and their parents included)."""
+def _existing(targets: Iterable[Path]) -> set[Path]:
+    """Every existing path under ``targets``, the targets and the folders above them included."""
     seen: set[Path] = set()
     for target in targets:
-        seen.update(parent for parent in (target, *target.parents) if parent.exists())
-        if target.is_dir():
-            for folder, dirs, names in os.walk(target):
-                seen.update(Path(folder) / name for name in (*dirs, *names))
+        seen.update(folder for folder in (target, *target.parents) if folder.exists())
+        for folder, dirs, names in os.walk(target):
+            seen.update(Path(folder) / name for name in (*dirs, *names))
     return seen
-
-
-def _remove_new(before: set[Path], targets: Iterable[Path]) -> None:
-    """Delete what is under ``targets`` but not in ``before``, and the new empty folders above."""
-    for target in targets:
-        if target.is_dir():
-            for folder, dirs, names in os.walk(target, topdown=False):
-                for path in (Path(folder) / name for name in names):
-                    if path not in before:
-                        path.unlink()
-                for path in (Path(folder) / name for name in dirs):
-                    if path not in before and not any(path.iterdir()):
-                        path.rmdir()
-        elif target.exists() and target not in before:
-            target.unlink()
-        for folder in (target, *target.parents):
-            if not folder.exists():
-                continue
-            if folder in before or not folder.is_dir() or any(folder.iterdir()):
-                break
-            folder.rmdir()

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mlproject.data.factory import int_problems
 from mlproject.errors import DataError
 
 
@@ -119,7 +120,7 @@ class InMemoryLoader:
     ):
         if images.dim() == 3:
             images = images.unsqueeze(1)
-        problems = []
+        problems = int_problems(batch_size=(batch_size, 1), crop_padding=(crop_padding, 0))
         if images.dtype != torch.uint8 or images.dim() != 4:
             problems.append(
                 f"images must be a uint8 tensor N x C x H x W; got {images.dtype} "
@@ -130,12 +131,12 @@ class InMemoryLoader:
                 f"labels must be a 1-d tensor with one label per image ({len(images)}); "
                 f"got shape {tuple(labels.shape)}"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            problems.append(f"batch_size must be a positive int; got {batch_size!r}")
         if (mean is None) != (std is None):
             problems.append("give both mean and std, or neither")
-        if not isinstance(crop_padding, int) or crop_padding < 0:
-            problems.append(f"crop_padding must be an int >= 0; got {crop_padding!r}")
+        elif mean is not None and images.dim() == 4 and len(mean) not in (1, images.shape[1]):
+            problems.append(
+                f"mean/std need 1 or {images.shape[1]} values (one per channel); got {len(mean)}"
+            )
         if problems:
             raise DataError("InMemoryLoader: " + "; ".join(problems))
         self.images = images
@@ -148,11 +149,6 @@ class InMemoryLoader:
         self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
         self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32)
         self.plan: Any = None  # mlproject.shard.GlobalBatches under torchrun (see sharded)
-        if self.mean is not None and len(self.mean) not in (1, images.shape[1]):
-            raise DataError(
-                f"InMemoryLoader: mean/std need 1 or {images.shape[1]} values (one per "
-                f"channel); got {len(self.mean)}"
-            )
 
     @property
     def device(self) -> torch.device:
@@ -198,20 +194,19 @@ class InMemoryLoader:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         # All of the epoch's randomness is drawn here, before the first batch, from the global
         # CPU generator (then moved): same draws on every device, nothing drawn per batch.
-        n = len(self.images)
+        n, padding = len(self.images), self.crop_padding
         generator = self.plan.generator() if self.plan is not None else None
         order = torch.randperm(n, generator=generator) if self.shuffle else None
-        offsets = (
-            torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=generator)
-            if self.crop_padding
-            else None
-        )
-        flips = torch.randint(0, 2, (n,), generator=generator).bool() if self.flip else None
+        offsets = flips = None
+        if padding or self.flip:  # the half not drawn is zeros: no crop, or no flip
+            offsets = torch.zeros(n, 2, dtype=torch.int64)
+            if padding:
+                offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator)
+            flips = torch.zeros(n, dtype=torch.bool)
+            if self.flip:
+                flips = torch.randint(0, 2, (n,), generator=generator).bool()
         device = self.images.device
-        if device.type != "cpu":
-            order, offsets, flips = (
-                t if t is None else t.to(device) for t in (order, offsets, flips)
-            )
+        order, offsets, flips = (t if t is None else t.to(device) for t in (order, offsets, flips))
         return self._batches(order, offsets, flips)
 
     def _spans(self) -> Iterator[tuple[int, int]]:
@@ -234,17 +229,10 @@ class InMemoryLoader:
                 index = order[start:stop]
                 images = self.images.index_select(0, index)
                 labels = self.labels.index_select(0, index)
-            if offsets is not None or flips is not None:
+            if offsets is not None:
                 # Draws are by position in the epoch, not by sample id: a sample gets a new
                 # crop every epoch, and the draws do not depend on the batch size.
-                count = stop - start
                 images = crop_flip(
-                    images,
-                    offsets[start:stop] if offsets is not None else self._zeros(count, 2),
-                    flips[start:stop] if flips is not None else self._zeros(count).bool(),
-                    self.crop_padding,
+                    images, offsets[start:stop], flips[start:stop], self.crop_padding
                 )
             yield normalize(images, self.mean, self.std), labels
-
-    def _zeros(self, *shape: int) -> Tensor:
-        return torch.zeros(shape, dtype=torch.int64, device=self.images.device)

@@ -9,13 +9,7 @@ import pytest
 import torch
 from torchvision.transforms import ToTensor
 
-from mlproject.data.images import (
-    ImageDatasetFactory,
-    TensorImages,
-    check_arguments,
-    hold_out,
-    split_off,
-)
+from mlproject.data.images import ImageDatasetFactory, TensorImages, hold_out
 from mlproject.data.in_memory import InMemoryLoader
 from mlproject.errors import DataError
 
@@ -122,20 +116,24 @@ def test_hold_out_rejects_impossible_sizes(size, match):
         hold_out(60, size, split_seed=0)
 
 
-def test_check_arguments_names_every_problem_at_once():
+def test_bad_arguments_are_one_error_naming_each_before_loading():
+    class Unloadable(InMemory):
+        def load(self, download):
+            raise AssertionError("loaded before the arguments were checked")
+
     with pytest.raises(DataError) as err:
-        check_arguments(batch_size=True, validation_size=1.5, num_workers=-1, split_seed="a")
+        Unloadable(batch_size=True, validation_size=1.5, num_workers=-1, split_seed="a")
     for part in ("batch_size=True", "validation_size=1.5", "num_workers=-1", "split_seed='a'"):
         assert part in str(err.value)
-    check_arguments(batch_size=1, validation_size=0, num_workers=0, split_seed=-3)
+    InMemory(batch_size=1, validation_size=0, num_workers=0, split_seed=-3)
 
 
-def test_split_off_never_touches_the_test_split():
-    train, test = images(60), images(20, seed=1)
-    splits = split_off(train, test, validation_size=10, split_seed=0)
-    assert splits["test"] is test
+def test_the_validation_split_is_held_out_of_train_and_the_test_split_never_touched():
+    splits = InMemory(8, validation_size=10).splits
+    assert list(splits) == ["train", "validation", "test"]
     assert len(splits["train"]) == 50 and len(splits["validation"]) == 10
-    assert split_off(train, test, 0, 0)["validation"] is None
+    assert torch.equal(splits["test"].images, images(20, seed=1).images)
+    assert list(InMemory(8, validation_size=0).splits) == ["train", "test"]
 
 
 def test_each_split_takes_the_fast_path_unless_it_has_a_transform():

@@ -15,12 +15,11 @@ no two splits share clutter.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mlproject.data.datasets import MNISTFactory
-from mlproject.data.images import ImageSplit, TensorImages, Transform, split_off, to_pil
+from mlproject.data.factory import int_problems
+from mlproject.data.images import TensorImages, Transform, to_pil
 from mlproject.errors import DataError
 
 # The stream of each split: numpy.random.default_rng([seed, SPLIT_STREAMS[split]]).
@@ -107,9 +107,7 @@ class ClutteredMNIST(Dataset):
         return self.n_samples
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        if not -self.n_samples <= index < self.n_samples:
-            raise IndexError(f"index {index} out of range for {self.n_samples} samples")
-        index %= self.n_samples
+        index = range(self.n_samples)[index]  # IndexError out of range, negatives counted back
         canvas = torch.from_numpy(self.render(np.array([index]))[0])
         label = int(self.labels[index % len(self.digits)])
         if self.transform is None:
@@ -140,7 +138,6 @@ class ClutteredMNIST(Dataset):
         digit_spots[sample, draws[:, -2], draws[:, -1]] = self.digits[indices % len(self.digits)]
         return out
 
-    # --- ImageSplit -----------------------------------------------------------------------
     def tensors(self) -> tuple[Tensor, Tensor]:
         """Every canvas of the split (uint8 ``N x 1 x H x W``) and its labels (int64)."""
         images = torch.empty((self.n_samples, 1, *self.shape), dtype=torch.uint8)
@@ -150,11 +147,6 @@ class ClutteredMNIST(Dataset):
             self.render(np.arange(start, stop), out=pixels[start:stop])
         labels = self.labels[torch.arange(self.n_samples) % len(self.digits)]
         return images, labels
-
-    def dataset(self, transform: Transform) -> Dataset:
-        served = copy.copy(self)  # shares the digits and the draws
-        served.transform = transform
-        return served
 
     def statistics(self, n: int = STATS_SAMPLES) -> tuple[float, float]:
         """Mean and standard deviation (4 decimals) of the pixels, scaled to [0, 1], of the
@@ -197,15 +189,7 @@ class ClutteredMNISTFactory(MNISTFactory):
 
     def __init__(
         self,
-        batch_size: int = 128,
-        train_transform: Transform | None = None,
-        test_transform: Transform | None = None,
-        data_dir: str | os.PathLike | None = None,
-        validation_size: int = 5000,
-        split_seed: int = 0,
-        num_workers: int = 0,
-        download: bool = True,
-        drop_last: bool = False,
+        *args: Any,
         shape: Sequence[int] = (100, 100),
         n_clutters: int = 6,
         clutter_size: int = 8,
@@ -213,43 +197,45 @@ class ClutteredMNISTFactory(MNISTFactory):
         n_validation: int | None = None,
         n_test: int | None = None,
         seed: int = 0,
+        **kwargs: Any,
     ):
         self.counts = {"train": n_train, "validation": n_validation, "test": n_test}
-        _check_generator(shape, n_clutters, clutter_size, self.counts, validation_size, seed)
-        self.canvas = {
-            "seed": seed,
-            "shape": tuple(shape),
-            "n_clutters": n_clutters,
-            "clutter_size": clutter_size,
-        }
-        super().__init__(
-            batch_size,
-            train_transform,
-            test_transform,
-            data_dir,
-            validation_size,
-            split_seed,
-            num_workers,
-            download,
-            drop_last,
+        self.canvas = dict(seed=seed, shape=shape, n_clutters=n_clutters, clutter_size=clutter_size)
+        super().__init__(*args, **kwargs)
+
+    def load(self, download: bool) -> tuple[TensorImages, TensorImages]:
+        """MNIST's digits, once the canvas parameters are checked (before any file is read)."""
+        shape, counts = self.canvas["shape"], self.counts
+        problems = []
+        if not (
+            isinstance(shape, Sequence)
+            and len(shape) == 2
+            and not int_problems(height=(shape[0], 28), width=(shape[1], 28))
+        ):
+            problems.append(f"shape={shape!r} must be (height, width), each >= 28 (a digit's size)")
+        problems += int_problems(
+            n_clutters=(self.canvas["n_clutters"], 0),
+            clutter_size=(self.canvas["clutter_size"], 1, 28),
+            **{f"n_{name}": (n, 1) for name, n in counts.items() if n is not None},
+            seed=(self.canvas["seed"], 0),
         )
+        if self.validation_size == 0 and counts["validation"]:
+            problems.append("n_validation is set but validation_size=0 holds out no digits")
+        if problems:
+            raise DataError("bad ClutteredMNIST parameters: " + "; ".join(problems))
+        return super().load(download)
 
-    def split(
-        self, train: TensorImages, test: TensorImages, validation_size: int, split_seed: int
-    ) -> dict[str, ImageSplit | None]:
-        """The canvases of each split, from the digits ``MNISTFactory`` splits them into."""
-        digits = split_off(train, test, validation_size, split_seed)
-        return {
-            name: None
-            if split is None
-            else ClutteredMNIST(split, name, self.counts[name], **self.canvas)
-            for name, split in digits.items()
+    def split(self, train: TensorImages, test: TensorImages) -> dict[str, ClutteredMNIST]:
+        """The canvases of each split, from the digits ``MNISTFactory`` splits them into; the
+        fast path's ``mean`` / ``std`` are those of the training canvases' pixels."""
+        digits = super().split(train, test)
+        splits = {
+            name: ClutteredMNIST(d, name, self.counts[name], **self.canvas)
+            for name, d in digits.items()
         }
-
-    def normalisation(self, splits: dict[str, ImageSplit | None]) -> tuple[tuple, tuple]:
-        """The mean and std of the training canvases' pixels."""
-        mean, std = splits["train"].statistics()  # type: ignore[union-attr]
-        return (mean,), (std,)
+        mean, std = splits["train"].statistics()
+        self.mean, self.std = (mean,), (std,)
+        return splits
 
     @property
     def params(self) -> dict[str, Any]:
@@ -271,10 +257,12 @@ class ClutteredMNISTFactory(MNISTFactory):
         other files, is refused with a ``DataError``. The export is written next to the folder
         and renamed into place at the end, so an interrupted export leaves no half folder.
         """
-        from PIL import Image  # only exports write PNGs
-
         target = Path(directory).expanduser()
-        params = {**self.params, "mnist_sha256": _fingerprint(self.splits.values())}
+        digest = hashlib.sha256()  # of the source digits: an export is tied to its MNIST
+        for split in self.splits.values():
+            digest.update(split.digits.tobytes())
+            digest.update(split.labels.numpy().tobytes())
+        params = {**self.params, "mnist_sha256": digest.hexdigest()}
         params_path = target / EXPORT_PARAMS_FILE
         if params_path.is_file():
             existing = json.loads(params_path.read_text())
@@ -299,12 +287,9 @@ class ClutteredMNISTFactory(MNISTFactory):
         try:
             for name, split in self.splits.items():
                 images, labels = split.tensors()
-                for label in labels.unique().tolist():
-                    (staging / name / str(label)).mkdir(parents=True)
-                for index, (image, label) in enumerate(zip(images.numpy(), labels.tolist())):
-                    Image.fromarray(image[0], mode="L").save(
-                        staging / name / str(label) / f"{index:06d}.png"
-                    )
+                for index, (image, label) in enumerate(zip(images, labels.tolist())):
+                    (staging / name / str(label)).mkdir(parents=True, exist_ok=True)
+                    to_pil(image).save(staging / name / str(label) / f"{index:06d}.png")
             (staging / EXPORT_PARAMS_FILE).write_text(json.dumps(params, indent=2))
             if target.exists():
                 target.rmdir()
@@ -312,46 +297,6 @@ class ClutteredMNISTFactory(MNISTFactory):
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
-
-
-def _check_generator(
-    shape: Any,
-    n_clutters: Any,
-    clutter_size: Any,
-    counts: dict[str, Any],
-    validation_size: int,
-    seed: Any,
-) -> None:
-    """Raise one ``DataError`` naming every bad ClutteredMNIST parameter."""
-
-    def is_int(value: Any, low: int) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-    problems = []
-    if not (isinstance(shape, Sequence) and len(shape) == 2 and all(is_int(v, 28) for v in shape)):
-        problems.append(f"shape={shape!r} must be (height, width), each >= 28 (a digit's size)")
-    if not is_int(n_clutters, 0):
-        problems.append(f"n_clutters={n_clutters!r} must be an int >= 0")
-    if not (is_int(clutter_size, 1) and clutter_size <= 28):
-        problems.append(f"clutter_size={clutter_size!r} must be an int in 1..28")
-    for name, count in counts.items():
-        if count is not None and not is_int(count, 1):
-            problems.append(f"n_{name}={count!r} must be a positive int or None")
-    if validation_size == 0 and counts["validation"]:
-        problems.append("n_validation is set but validation_size=0 holds out no digits")
-    if not is_int(seed, 0):
-        problems.append(f"seed={seed!r} must be an int >= 0")
-    if problems:
-        raise DataError("bad ClutteredMNIST parameters: " + "; ".join(problems))
-
-
-def _fingerprint(splits: Iterable[ClutteredMNIST]) -> str:
-    """SHA-256 of the source digits and labels: an export is tied to the MNIST it came from."""
-    digest = hashlib.sha256()
-    for split in splits:
-        digest.update(split.digits.tobytes())
-        digest.update(split.labels.numpy().tobytes())
-    return digest.hexdigest()
 
 
 # The name of the first release.

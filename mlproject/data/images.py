@@ -5,8 +5,8 @@ A ready-made factory declares its dataset: constants (``NAME``, ``SOURCE``, ``ME
 ``source`` / ``arrays`` where torchvision's signature or arrays differ from MNIST's). The
 template does the rest, once for all:
 
-- fetch and decode with the ``torchvision.datasets`` class ``SOURCE`` (imported here, on first
-  use: ``import mlproject`` does not pay for torchvision); when it fails, a ``DataError`` names
+- fetch and decode with the ``torchvision.datasets`` class ``SOURCE`` (imported on first use:
+  ``import mlproject`` does not pay for torchvision); when it fails, a ``DataError`` names
   each missing or damaged file and how to put it there, and a failed download leaves nothing;
 - check the decoded arrays (image shape, one label per image, labels in range);
 - hold the validation split out of the training split (``validation_size``, ``split_seed``);
@@ -21,92 +21,52 @@ dataset's fast-path augmentation of the training split), and both paths give equ
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mlproject.data.factory import SPLITS, DatasetFactory
+from mlproject.data.factory import DatasetFactory, int_problems
 from mlproject.data.files import MISSING, files_message, removed_on_failure, resolve_data_dir
-from mlproject.data.in_memory import InMemoryLoader, normalize
+from mlproject.data.in_memory import InMemoryLoader
 from mlproject.errors import DataError
 
 # A torchvision transform: takes a PIL image.
 Transform = Callable[[Any], Any]
 
 
-def torchvision_datasets() -> ModuleType:
-    """``torchvision.datasets``, imported on first use: the import takes about as long as
-    torch's (``benchmarks/bench_startup.py``), so only loading a ready-made dataset pays it."""
-    import torchvision.datasets
-
-    return torchvision.datasets
-
-
-class ImageSplit(Protocol):
-    """One split of an image dataset, servable by either path: ``tensors()`` gives all images
-    (uint8 ``N x C x H x W``) and labels (int64), ``dataset(transform)`` a per-sample
-    ``Dataset`` of ``(transform(PIL image), int label)``."""
-
-    def tensors(self) -> tuple[Tensor, Tensor]: ...
-
-    def dataset(self, transform: Transform) -> Dataset: ...
-
-    def __len__(self) -> int: ...
-
-
 class TensorImages(Dataset):
-    """Decoded images as a per-sample ``Dataset``: ``(transform(PIL image), label)`` per index.
-
-    What torchvision's datasets do in ``__getitem__``, on the arrays they decoded. With
-    ``transform=None`` an item is the normalised float tensor the fast path gives for it.
+    """Decoded images as a per-sample ``Dataset``: ``(transform(PIL image), label)`` per index,
+    what torchvision's datasets do in ``__getitem__``, on the arrays they decoded. With
+    ``transform=None`` an item is the uint8 ``C x H x W`` image itself.
 
     Example:
         >>> from torchvision.transforms import ToTensor
         >>> images = TensorImages(torch.zeros(10, 1, 28, 28, dtype=torch.uint8), torch.arange(10))
-        >>> x, y = images.dataset(ToTensor())[3]
+        >>> x, y = TensorImages(images.images, images.labels, ToTensor())[3]
         >>> tuple(x.shape), y
         ((1, 28, 28), 3)
     """
 
-    def __init__(
-        self,
-        images: Tensor,
-        labels: Tensor,
-        transform: Transform | None = None,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ):
-        self.images = images if images.dim() == 4 else images.unsqueeze(1)
-        self.labels = labels.to(torch.int64)
-        self.transform = transform
-        self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
-        self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32)
+    def __init__(self, images: Tensor, labels: Tensor, transform: Transform | None = None):
+        self.images, self.labels, self.transform = images, labels, transform
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
-        label = int(self.labels[index])
-        if self.transform is None:
-            return normalize(self.images[index : index + 1], self.mean, self.std)[0], label
-        return self.transform(to_pil(self.images[index])), label
+        image, label = self.images[index], int(self.labels[index])
+        return (image if self.transform is None else self.transform(to_pil(image))), label
 
     def tensors(self) -> tuple[Tensor, Tensor]:
+        """All images (uint8 ``N x C x H x W``) and labels (int64), for the fast path."""
         return self.images, self.labels
-
-    def dataset(self, transform: Transform) -> Dataset:
-        return TensorImages(self.images, self.labels, transform)
-
-    def subset(self, index: Tensor) -> TensorImages:
-        """The images at ``index`` (a copy), e.g. the training or validation part of a split."""
-        return TensorImages(self.images[index], self.labels[index], self.transform)
 
 
 def to_pil(image: Tensor) -> Any:
@@ -116,32 +76,6 @@ def to_pil(image: Tensor) -> Any:
     if image.shape[0] == 1:
         return Image.fromarray(image[0].numpy(), mode="L")
     return Image.fromarray(image.permute(1, 2, 0).contiguous().numpy(), mode="RGB")
-
-
-def check_arguments(**arguments: Any) -> None:
-    """Raise one ``DataError`` naming every bad factory argument, before any file is touched.
-
-    Knows ``batch_size`` (int >= 1), ``validation_size``, ``num_workers`` (int >= 0) and
-    ``split_seed`` (int); other names are ignored.
-
-    Example:
-        >>> check_arguments(batch_size=0, num_workers=-1)
-        Traceback (most recent call last):
-        mlproject.errors.DataError: bad loader arguments: batch_size=0 must be an int >= 1 ...
-    """
-    minimum = {"batch_size": 1, "validation_size": 0, "num_workers": 0, "split_seed": None}
-    problems = []
-    for name, value in arguments.items():
-        low = minimum.get(name, None)
-        bad = isinstance(value, bool) or not isinstance(value, int)
-        if name in minimum and (bad or (low is not None and value < low)):
-            allowed = "an int" if low is None else f"an int >= {low}"
-            problems.append(f"{name}={value!r} must be {allowed}")
-    if problems:
-        raise DataError(
-            "bad loader arguments: " + "; ".join(problems) + ". Example: batch_size=128, "
-            "validation_size=5000, num_workers=0, split_seed=0"
-        )
 
 
 def hold_out(n: int, validation_size: int, split_seed: int) -> tuple[Tensor, Tensor]:
@@ -156,27 +90,13 @@ def hold_out(n: int, validation_size: int, split_seed: int) -> tuple[Tensor, Ten
         >>> len(train), len(val), sorted(set(train.tolist()) | set(val.tolist())) == list(range(10))
         (7, 3, True)
     """
-    check_arguments(validation_size=validation_size, split_seed=split_seed)
-    if validation_size >= n:
+    if not 0 <= validation_size < n:
         raise DataError(
-            f"validation_size={validation_size} must leave training data: the "
+            f"validation_size={validation_size} must leave training data and be >= 0: the "
             f"training split has {n} samples. Use validation_size={min(5000, n // 10)} or 0"
         )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     return order[validation_size:].sort().values, order[:validation_size].sort().values
-
-
-def split_off(
-    train: TensorImages, test: TensorImages, validation_size: int, split_seed: int
-) -> dict[str, TensorImages | None]:
-    """``{"train", "validation", "test"}`` splits: the validation split held out of ``train``
-    by ``hold_out`` (None when ``validation_size`` is 0); the test split is never touched."""
-    train_index, validation_index = hold_out(len(train), validation_size, split_seed)
-    return {
-        "train": train.subset(train_index),
-        "validation": train.subset(validation_index) if validation_size else None,
-        "test": test,
-    }
 
 
 class ImageDatasetFactory(DatasetFactory):
@@ -229,49 +149,54 @@ class ImageDatasetFactory(DatasetFactory):
         drop_last: bool = False,
         augment: bool = True,
     ):
-        check_arguments(
-            batch_size=batch_size,
-            validation_size=validation_size,
-            split_seed=split_seed,
-            num_workers=num_workers,
+        problems = int_problems(
+            batch_size=(batch_size, 1),
+            validation_size=(validation_size, 0),
+            split_seed=(split_seed, None),
+            num_workers=(num_workers, 0),
         )
+        if problems:  # before any file is touched
+            raise DataError(
+                "bad loader arguments: " + "; ".join(problems) + ". Example: batch_size=128, "
+                "validation_size=5000, num_workers=0, split_seed=0"
+            )
+        from torchvision.transforms import Compose, Normalize, ToTensor
+
         self.data_dir = resolve_data_dir(data_dir)
         self.classes = list(self.CLASSES)
         self.validation_size, self.split_seed = validation_size, split_seed
-        splits = self.split(*self.load(download), validation_size, split_seed)
-        self.splits = {name: split for name, split in splits.items() if split is not None}
-        self.mean, self.std = self.normalisation(splits)
-        sets: dict[str, Dataset | None] = dict.fromkeys(SPLITS)
-        loaders: dict[str, InMemoryLoader | None] = dict.fromkeys(SPLITS)
+        self.mean, self.std = tuple(self.MEAN), tuple(self.STD)
+        self.splits = self.split(*self.load(download))
+        given: dict[str, Any] = {}  # DatasetFactory's train_set=, train_loader=, ...
         for name, split in self.splits.items():
             train = name == "train"
             transform = train_transform if train else test_transform
-            if transform is not None:
-                sets[name] = split.dataset(transform)
-                continue
-            images, labels = split.tensors()
-            loaders[name] = InMemoryLoader(
-                images,
-                labels,
-                batch_size,
-                shuffle=train,
-                drop_last=drop_last and train,
-                mean=self.mean,
-                std=self.std,
-                crop_padding=self.CROP_PADDING if augment and train else 0,
-                flip=self.FLIP and augment and train,
-            )
-            sets[name] = TensorImages(images, labels, None, self.mean, self.std)
+            if transform is None:
+                images, labels = split.tensors()
+                given[f"{name}_loader"] = InMemoryLoader(
+                    images,
+                    labels,
+                    batch_size,
+                    shuffle=train,
+                    drop_last=drop_last and train,
+                    mean=self.mean,
+                    std=self.std,
+                    crop_padding=self.CROP_PADDING if augment and train else 0,
+                    flip=self.FLIP and augment and train,
+                )
+                # its items as a dataset: the same tensors, through torchvision's transforms
+                split = TensorImages(images, labels)
+                transform = Compose([ToTensor(), Normalize(self.mean, self.std)])
+            given[f"{name}_set"] = copy.copy(split)  # shares the split's arrays
+            given[f"{name}_set"].transform = transform
         super().__init__(
-            **{f"{name}_set": sets[name] for name in SPLITS},
-            **{f"{name}_loader": loaders[name] for name in SPLITS},
+            **given,
             loader_kwargs={
                 "batch_size": batch_size,
                 "num_workers": num_workers,
                 "drop_last": drop_last,
             },
         )
-        self._in_memory = [loader for loader in loaders.values() if loader is not None]
 
     def set_device(self, device: torch.device) -> None:
         """Move the fast path's images to ``device`` when it is a GPU; called once by MLProject.
@@ -280,8 +205,9 @@ class ImageDatasetFactory(DatasetFactory):
         step. On the CPU nothing moves; per-sample splits are moved batch by batch by the model.
         """
         if torch.device(device).type != "cpu":
-            for loader in self._in_memory:
-                loader.to(device)
+            for loader in self._loaders.values():
+                if isinstance(loader, InMemoryLoader):
+                    loader.to(device)
 
     # --- the declaration: what a ready-made factory says about its files ----------------------
     def files(self) -> dict[str, dict[str, str | None]]:
@@ -312,21 +238,14 @@ class ImageDatasetFactory(DatasetFactory):
         """What is wrong with ``path``, a file without an MD5 that torchvision failed on."""
         return None
 
-    # --- hooks of derived datasets (ClutteredMNIST) ----------------------------------------
-    def split(
-        self, train: TensorImages, test: TensorImages, validation_size: int, split_seed: int
-    ) -> dict[str, ImageSplit | None]:
-        """The train / validation / test splits served (default: ``split_off``)."""
-        return split_off(train, test, validation_size, split_seed)
-
-    def normalisation(self, splits: dict[str, ImageSplit | None]) -> tuple[tuple, tuple]:
-        """The fast path's (mean, std) (default: ``MEAN``, ``STD``)."""
-        return tuple(self.MEAN), tuple(self.STD)
-
     # --- the template ------------------------------------------------------------------------
     def source_class(self) -> type:
-        """The torchvision dataset class ``SOURCE``."""
-        return getattr(torchvision_datasets(), self.SOURCE)
+        """The torchvision dataset class ``SOURCE``, imported on first use: the import takes
+        about as long as torch's (``benchmarks/bench_startup.py``), so only loading a
+        ready-made dataset pays it."""
+        import torchvision.datasets
+
+        return getattr(torchvision.datasets, self.SOURCE)
 
     def load(self, download: bool) -> tuple[TensorImages, TensorImages]:
         """The checked (train, test) images of the files, fetched first when missing."""
@@ -337,6 +256,19 @@ class ImageDatasetFactory(DatasetFactory):
             sources = self._recover(files, download, error)
         return self._checked("train", files, sources), self._checked("test", files, sources)
 
+    def split(self, train: TensorImages, test: TensorImages) -> dict[str, Any]:
+        """The splits served, ``{"train", "validation", "test"}``: the validation split held
+        out of ``train`` by ``hold_out`` (none when ``validation_size`` is 0), the test split
+        as it is. A split is a ``Dataset`` with a ``transform`` and ``tensors()``, as
+        ``TensorImages``; ClutteredMNIST builds its canvases here."""
+        held_out = hold_out(len(train), self.validation_size, self.split_seed)
+        splits = {
+            name: TensorImages(train.images[index], train.labels[index])
+            for name, index in zip(("train", "validation"), held_out)
+            if len(index)
+        }
+        return {**splits, "test": test}
+
     def _recover(self, files: dict, download: bool, error: Exception) -> dict[str, Any]:
         """After torchvision failed on the files: fetch them (leaving nothing if that fails)
         or raise the ``DataError`` naming each missing or damaged file."""
@@ -345,15 +277,20 @@ class ImageDatasetFactory(DatasetFactory):
             raise DataError(
                 f"{self.NAME} needs {package} to read its files: pip install {package}"
             ) from error
-        problems = self._problems(files)
+        every = {name: md5 for split in files.values() for name, md5 in split.items()}
+
+        def message(problems: dict[str, str], why: str) -> str:
+            return files_message(
+                self.NAME, self.data_dir, every, problems, why, self.instructions()
+            )
+
+        problems = self._problems(every)
         if not problems:
             raise error  # torchvision failed on files that look whole: not ours to explain
         if not download:
             why = "download=False: pass download=True to fetch them, with network"
-            raise DataError(self._message(files, problems, why)) from error
-        creates = {
-            self.data_dir / Path(name).parts[0] for split in files.values() for name in split
-        }
+            raise DataError(message(problems, why)) from error
+        creates = {self.data_dir / Path(name).parts[0] for name in every}
         creates.update(self.data_dir / name for name in self.downloads())
         try:
             with removed_on_failure(creates):
@@ -361,13 +298,14 @@ class ImageDatasetFactory(DatasetFactory):
         except Exception as failure:
             reason = " ".join(str(failure).split()) or repr(failure)  # torchvision's, on one line
             why = f"download=True could not fetch them: {reason}"
-            raise DataError(self._message(files, self._problems(files), why)) from failure
+            raise DataError(message(self._problems(every), why)) from failure
 
-    def _problems(self, files: dict[str, dict[str, str | None]]) -> dict[str, str]:
-        """``{file: MISSING or what is wrong}`` for each file that is not whole."""
-        check_integrity = torchvision_datasets().utils.check_integrity
+    def _problems(self, files: dict[str, str | None]) -> dict[str, str]:
+        """``{file: MISSING or what is wrong}`` for each of ``{file: md5}`` that is not whole."""
+        from torchvision.datasets.utils import check_integrity
+
         problems = {}
-        for name, md5 in ((n, m) for split in files.values() for n, m in split.items()):
+        for name, md5 in files.items():
             path = self.data_dir / name
             if not path.is_file():
                 problems[name] = MISSING
@@ -377,10 +315,6 @@ class ImageDatasetFactory(DatasetFactory):
                 problems[name] = damage
         return problems
 
-    def _message(self, files: dict, problems: dict[str, str], why: str) -> str:
-        names = [name for split in files.values() for name in split]
-        return files_message(self.NAME, self.data_dir, names, problems, why, self.instructions())
-
     def _checked(self, split: str, files: dict, sources: dict[str, Any]) -> TensorImages:
         """The arrays of ``sources[split]`` as ``TensorImages``, after checking they are what
         the class declares (a ``DataError`` naming the split's files if not)."""
@@ -388,13 +322,12 @@ class ImageDatasetFactory(DatasetFactory):
         if not torch.is_tensor(images):
             images = torch.from_numpy(np.ascontiguousarray(images))
         images = images.unsqueeze(1) if images.dim() == 3 else images
-        labels = torch.as_tensor(labels)
+        labels = torch.as_tensor(labels).long()
+        shape, declared = ("x".join(map(str, shape)) for shape in (images.shape[1:], self.SHAPE))
         problem = None
-        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != self.SHAPE:
-            shape = "x".join(map(str, images.shape[1:]))
-            problem = f"hold {images.dtype} images of {shape}; {self.NAME} images are uint8 " + (
-                "x".join(map(str, self.SHAPE))
-            )
+        if images.dtype != torch.uint8 or shape != declared:
+            problem = f"hold {images.dtype} images of {shape}; {self.NAME} images are uint8 "
+            problem += declared
         elif len(images) == 0:
             problem = "hold no images"
         elif labels.shape != (len(images),):

@@ -50,14 +50,12 @@ class MNISTFactory(ImageDatasetFactory):
             for split, prefix in (("train", "train"), ("test", "t10k"))
         }
 
-    def instructions(self) -> str:
-        source = self.source_class()
-        names = ", ".join(name for name, _ in source.resources)
-        return (
-            f"Download {names} from {source.mirrors[0]} on a machine with internet access and "
-            f"copy them into {self.data_dir / self.SOURCE / 'raw'}/: download=True checks and "
-            "unpacks them there without the network (gunzipped copies work as well)."
-        )
+    def urls(self) -> dict[str, tuple[str, str | None]]:
+        source = self.source_class()  # gunzipped copies in raw/ work as well
+        return {
+            f"{source.mirrors[0]}{name}": (f"{self.SOURCE}/raw", md5)
+            for name, md5 in source.resources
+        }
 
     def damage(self, path: Path) -> str | None:
         return idx_damage(path, ndim=3 if "-images-" in path.name else 1)
@@ -118,26 +116,18 @@ class CIFAR10Factory(ImageDatasetFactory):
 
     def files(self) -> dict[str, dict[str, str | None]]:
         source = self.source_class()
-        folder, meta = source.base_folder, source.meta
+        meta = [(source.meta["filename"], source.meta["md5"])]  # both splits read it
         return {
-            split: {f"{folder}/{name}": md5 for name, md5 in names}
-            | {f"{folder}/{meta['filename']}": meta["md5"]}
+            split: {f"{source.base_folder}/{name}": md5 for name, md5 in [*names, *meta]}
             for split, names in (("train", source.train_list), ("test", source.test_list))
         }
 
     def arrays(self, source: Any) -> tuple[Any, Any]:
         return source.data.transpose(0, 3, 1, 2), source.targets  # torchvision's is N x H x W x C
 
-    def downloads(self) -> tuple[str, ...]:
-        return (self.source_class().filename,)
-
-    def instructions(self) -> str:
-        source = self.source_class()
-        return (
-            f"Download {source.url} (MD5 {source.tgz_md5}) on a machine with internet access "
-            f"into {self.data_dir}/: download=True checks and unpacks it there without the "
-            f"network (or unpack it yourself: tar xzf {source.filename} -C {self.data_dir})."
-        )
+    def urls(self) -> dict[str, tuple[str, str | None]]:
+        source = self.source_class()  # an unpacked cifar-10-batches-py/ works as well
+        return {source.url: ("", source.tgz_md5)}
 
 
 CIFARDatasetLoader = CIFAR10Factory
@@ -167,9 +157,9 @@ class SVHNFactory(ImageDatasetFactory):
     def arrays(self, source: Any) -> tuple[Any, Any]:
         return source.data, source.labels  # already N x 3 x 32 x 32
 
-    def instructions(self) -> str:
-        urls = " and ".join(self.source_class().split_list[split][0] for split in ("train", "test"))
-        return f"Download {urls} on a machine with internet access into {self.data_dir}/."
+    def urls(self) -> dict[str, tuple[str, str | None]]:
+        splits = self.source_class().split_list  # its "extra" split is not served
+        return {splits[split][0]: ("", splits[split][2]) for split in ("train", "test")}
 
 
 def idx_damage(path: Path, ndim: int) -> str | None:

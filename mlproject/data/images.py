@@ -1,8 +1,9 @@
 """ImageDatasetFactory: the template every ready-made image factory is declared on.
 
 A ready-made factory declares its dataset: constants (``NAME``, ``SOURCE``, ``MEAN``, ``STD``,
-``SHAPE``, ``CLASSES``) and where torchvision finds its files (``files``, ``instructions``, and
-``source`` / ``arrays`` where torchvision's signature or arrays differ from MNIST's). The
+``SHAPE``, ``CLASSES``), where torchvision keeps its files and fetches them from (``files``,
+``urls``), and ``source`` / ``arrays`` where torchvision's signature or arrays differ from
+MNIST's. The
 template does the rest, once for all:
 
 - fetch and decode with the ``torchvision.datasets`` class ``SOURCE`` (imported on first use:
@@ -102,7 +103,7 @@ def hold_out(n: int, validation_size: int, split_seed: int) -> tuple[Tensor, Ten
 class ImageDatasetFactory(DatasetFactory):
     """The template of the ready-made image factories (see the module docstring).
 
-    A subclass declares the class constants below and ``files`` / ``instructions``; it
+    A subclass declares the class constants below and ``files`` / ``urls``; it
     overrides ``source`` and ``arrays`` when its torchvision class is not called like MNIST's
     or holds its arrays elsewhere, and ``load`` to take its images from anywhere else.
 
@@ -215,9 +216,11 @@ class ImageDatasetFactory(DatasetFactory):
         directory, with the MD5 torchvision checks them against on every load (None: none)."""
         raise NotImplementedError(f"{type(self).__name__} must declare its files()")
 
-    def instructions(self) -> str:
-        """How to put the files in place by hand (part of the error when they are missing)."""
-        raise NotImplementedError(f"{type(self).__name__} must declare its instructions()")
+    def urls(self) -> dict[str, tuple[str, str | None]]:
+        """``{url: (folder, md5)}``: what torchvision downloads, into which folder of the data
+        directory ("" for itself), with its MD5. A download lands at ``<folder>/<the URL's last
+        part>``: the error tells how to put it there by hand, a failed download removes it."""
+        raise NotImplementedError(f"{type(self).__name__} must declare its urls()")
 
     def source(self, split: str, download: bool) -> Any:
         """The torchvision dataset of ``split`` ("train" or "test"); MNIST's and CIFAR-10's
@@ -228,11 +231,6 @@ class ImageDatasetFactory(DatasetFactory):
         """(images, labels) of a torchvision dataset: uint8 ``N x C x H x W`` (or ``N x H x W``)
         and integer labels, tensors, arrays or lists."""
         return source.data, source.targets
-
-    def downloads(self) -> tuple[str, ...]:
-        """Other files a download leaves in the data directory (archives): cleaned up with the
-        rest when it fails."""
-        return ()
 
     def damage(self, path: Path) -> str | None:
         """What is wrong with ``path``, a file without an MD5 that torchvision failed on."""
@@ -278,27 +276,30 @@ class ImageDatasetFactory(DatasetFactory):
                 f"{self.NAME} needs {package} to read its files: pip install {package}"
             ) from error
         every = {name: md5 for split in files.values() for name, md5 in split.items()}
-
-        def message(problems: dict[str, str], why: str) -> str:
-            return files_message(
-                self.NAME, self.data_dir, every, problems, why, self.instructions()
-            )
-
+        urls = self.urls().items()
+        how = "\n".join(
+            ["Download them on a machine with internet access:"]
+            + [f"  {url} (MD5 {md5}) into {self.data_dir / folder}/" for url, (folder, md5) in urls]
+            + ["download=True checks and unpacks archives put there without the network."]
+        )
         problems = self._problems(every)
         if not problems:
             raise error  # torchvision failed on files that look whole: not ours to explain
         if not download:
             why = "download=False: pass download=True to fetch them, with network"
-            raise DataError(message(problems, why)) from error
+            message = files_message(self.NAME, self.data_dir, every, problems, why, how)
+            raise DataError(message) from error
         creates = {self.data_dir / Path(name).parts[0] for name in every}
-        creates.update(self.data_dir / name for name in self.downloads())
+        creates.update(self.data_dir / folder / url.rsplit("/", 1)[-1] for url, (folder, _) in urls)
         try:
             with removed_on_failure(creates):
                 return {split: self.source(split, download=True) for split in files}
         except Exception as failure:
             reason = " ".join(str(failure).split()) or repr(failure)  # torchvision's, on one line
             why = f"download=True could not fetch them: {reason}"
-            raise DataError(message(self._problems(every), why)) from failure
+            problems = self._problems(every)
+            message = files_message(self.NAME, self.data_dir, every, problems, why, how)
+            raise DataError(message) from failure
 
     def _problems(self, files: dict[str, str | None]) -> dict[str, str]:
         """``{file: MISSING or what is wrong}`` for each of ``{file: md5}`` that is not whole."""

@@ -148,10 +148,10 @@ class ClutteredMNIST(Dataset):
         labels = self.labels[torch.arange(self.n_samples) % len(self.digits)]
         return images, labels
 
-    def statistics(self, n: int = STATS_SAMPLES) -> tuple[float, float]:
+    def statistics(self) -> tuple[float, float]:
         """Mean and standard deviation (4 decimals) of the pixels, scaled to [0, 1], of the
-        first ``n`` canvases: the fast path's normalisation."""
-        canvases = self.render(np.arange(min(n, self.n_samples)))
+        first ``STATS_SAMPLES`` canvases: the fast path's normalisation."""
+        canvases = self.render(np.arange(min(STATS_SAMPLES, self.n_samples)))
         total = canvases.sum(dtype=np.int64) / 255
         squares = np.square(canvases, dtype=np.uint32).sum(dtype=np.int64) / 255**2
         mean = total / canvases.size
@@ -171,8 +171,8 @@ class ClutteredMNISTFactory(MNISTFactory):
     the fast path's.
 
     Args:
-        batch_size, train_transform, test_transform, data_dir, validation_size, split_seed,
-        num_workers, download, drop_last: as ``MNISTFactory``.
+        *args, **kwargs: ``MNISTFactory``'s arguments (``batch_size``, ``train_transform``,
+            ``test_transform``, ``data_dir``, ``validation_size``, ``split_seed``, ...).
         shape: canvas (height, width), at least 28x28.
         n_clutters: clutter patches per canvas.
         clutter_size: side of the square clutter patches, 1..28.

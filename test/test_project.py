@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -827,3 +828,14 @@ def test_early_stopping_through_the_cli_stops_at_an_evaluation_and_says_why(tmp_
     (run_dir,) = (tmp_path / "m").iterdir()
     summary = json.loads((run_dir / "run.json").read_text())["summary"]
     assert (summary["global_step"], summary["stopped"]) == (steps[-1], "early_stopping")
+
+
+def test_the_readmes_module_map_names_every_module():
+    """The Development section's table: one row for each module of the package."""
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    table = text[text.index("Modules, one responsibility each") :]
+    listed = set(re.findall(r"`(\w+\.py)`", table)) | set(re.findall(r"`(\w+)/`", table))
+    package = {p.name for p in (root / "mlproject").glob("*.py")} - {"__init__.py"}
+    package |= {p.name for p in (root / "mlproject").iterdir() if (p / "__init__.py").is_file()}
+    assert package <= listed, f"not in the README's module map: {sorted(package - listed)}"

@@ -1,7 +1,9 @@
 """Command line: ``python -m mlproject runs MODEL_DIR`` prints the runs table of a model_dir.
 
 Exit status: 0 when the table was printed (also when it is empty), 2 for a usage error (an
-unknown option or key, a ``--where`` without ``=``, a model_dir that is not a folder).
+unknown option or key, a ``--where`` without ``=``, a model_dir that is not a folder). Usage
+errors and notices go to stderr through argparse, so ``main()`` raises ``SystemExit`` for them
+as argparse does.
 
 Example:
     python -m mlproject runs runs/                                   # every run, oldest first
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=RUNS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    table.set_defaults(parser=table)  # main() reports its usage errors through it
     table.add_argument("model_dir", metavar="MODEL_DIR", help="the folder holding the run folders")
     table.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help=WHERE_HELP)
     table.add_argument(
@@ -77,16 +80,15 @@ def main(argv: list[str] | None = None) -> int:
         # Sorting all the runs first checks the sort key against all of them, too.
         shown = runs.select(runs.sort_runs(found, args.sort, args.reverse), args.where)
     except (OSError, ValueError) as err:
-        print(f"python -m mlproject runs: error: {err}", file=sys.stderr)
-        return 2
+        args.parser.error(str(err))  # argparse's usage error: the message on stderr, exit 2
     if not shown and args.format == "table":
-        print(
-            f"no run in {args.model_dir} matches " + " ".join(f"--where {w}" for w in args.where)
+        wheres = " ".join(f"--where {w}" for w in args.where)
+        notice = (
+            f"no run in {args.model_dir} matches {wheres}"
             if found
-            else f"no runs in {args.model_dir}",
-            file=sys.stderr,
+            else f"no runs in {args.model_dir}"
         )
-        return 0
+        args.parser.exit(0, notice + "\n")  # to stderr, as argparse's own notices
     try:
         sys.stdout.write(runs.render(shown, args.format))
         sys.stdout.flush()

@@ -139,8 +139,8 @@ class MLProject(Preparation, Session):
         Example:
             >>> tuned = MyProject.load("runs/1_mlp", lr=1e-4, n_epochs=3).train()  # doctest: +SKIP
         """
-        path = resume.checkpoint_in(Path(path))
-        saved = checkpoint.load(path)["config"]
+        path, payload = resume.load_in(Path(path))
+        saved = payload["config"]
         return cls({**saved, **overrides, "init_from": str(path), "resume": None})
 
     @classmethod
@@ -152,8 +152,7 @@ class MLProject(Preparation, Session):
             >>> model = MyProject.load_model("runs/1_mlp", device="cpu")  # doctest: +SKIP
             >>> model.test_batch(batch)  # doctest: +SKIP
         """
-        path = resume.checkpoint_in(Path(path))
-        payload = checkpoint.load(path)
+        path, payload = resume.load_in(Path(path))
         config = validate_config({**payload["config"], **overrides, "resume": None})
         model = cls.get_model(config)
         refuse_misfit(path, payload, model, ("parameters",), "load_model")
@@ -374,7 +373,8 @@ class MLProject(Preparation, Session):
         if test is not None and (best_path is not None or not metrics):
             last_weights = copy.deepcopy(self.model.state_dict()) if best_path else None
             if best_path is not None:
-                self.model.load_state_dict(checkpoint.load(best_path)["model"]["weights"])
+                # _usable_best has verified it
+                self.model.load_state_dict(checkpoint.read(best_path)["model"]["weights"])
             metrics = self.evaluate(test)
             self.logger.log("test", metrics, state.global_step)
             if last_weights is not None:

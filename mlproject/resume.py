@@ -71,8 +71,8 @@ def plan(config: dict[str, Any], model_name: str) -> Start:
     elif config["resume"] is not None:
         return _continue(Path(config["resume"]))
     if config["init_from"] is not None:  # a fork (also resume=auto's first start of one)
-        path = checkpoint_in(Path(config["init_from"]))
-        return Start(FORK, path=path, payload=checkpoint.load(path))
+        path, payload = load_in(Path(config["init_from"]))
+        return Start(FORK, path=path, payload=payload)
     return Start()
 
 
@@ -118,7 +118,8 @@ def _continue_folder(run_dir: Path, auto: bool) -> Start:
     path = checkpoint.latest_valid(run_dir)
     if path is None:  # the first attempt died before its first complete checkpoint
         return Start(NEW, run_dir=run_dir if auto else None)
-    return Start(CONTINUE, run_dir=run_dir, path=path, payload=checkpoint.load(path))
+    # latest_valid has verified it
+    return Start(CONTINUE, run_dir=run_dir, path=path, payload=checkpoint.read(path))
 
 
 def checkpoint_in(path: Path) -> Path:
@@ -126,9 +127,16 @@ def checkpoint_in(path: Path) -> Path:
     if not path.is_dir():
         return path
     best = path / checkpoint.BEST_NAME
-    if checkpoint.is_complete(best) and checkpoint.problem(best) is None:
+    if checkpoint.problem(best) is None:  # a missing file or record is a problem too
         return best
     found = checkpoint.latest_valid(path)
     if found is None:
         raise CheckpointError(f"{path} holds no complete checkpoint (neither best.pt nor any)")
     return found
+
+
+def load_in(path: Path) -> tuple[Path, checkpoint.Checkpoint]:
+    """``checkpoint_in(path)`` and its contents, verified once: a file given is checked on
+    loading, one found in a run folder was checked when it was found."""
+    found = checkpoint_in(path)
+    return found, checkpoint.read(found) if path.is_dir() else checkpoint.load(found)

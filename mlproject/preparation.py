@@ -14,10 +14,12 @@ import dataclasses
 import logging
 import random
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from mlproject import checkpoint, distributed, resume, rundir
 from mlproject.config import DEFAULTS, plain, resolve_device
@@ -30,7 +32,6 @@ from mlproject.sinks import COMPLETED
 from mlproject.state import TrainState
 
 log = logging.getLogger("mlproject.project")
-_PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
 class Preparation:
@@ -165,7 +166,7 @@ class Preparation:
                 "optimizer among its attributes (or in a list, tuple or dict attribute), so "
                 "nothing could be saved or resumed. Set e.g. self.opt = torch.optim.Adam(...)"
             )
-        plateau = isinstance(getattr(self.model, "scheduler", None), _PLATEAU)
+        plateau = isinstance(getattr(self.model, "scheduler", None), ReduceLROnPlateau)
         if isinstance(self.model, ProxyModel) and plateau:
             if self.datasets.validation_loader() is None:
                 raise ModelError(
@@ -186,11 +187,18 @@ class Preparation:
         self.config["device"] = str(device)
         return device
 
+    def _selection_loader(self) -> tuple[str, Iterable | None]:
+        """("validation", its loader), else ("test", the test loader or None): what the
+        model is evaluated and selected on."""
+        validation = self.datasets.validation_loader()
+        if validation is not None:
+            return "validation", validation
+        return "test", self.datasets.test_loader()
+
     def _preflight(self) -> None:
         """Run one validation (else test) batch through ``test_batch`` and check its outputs,
         so a broken contract shows before any folder or file exists. RNG states are kept."""
-        validation = self.datasets.validation_loader()
-        loader = validation if validation is not None else self.datasets.test_loader()
+        group, loader = self._selection_loader()
         if loader is None:
             return
         protect_workers(loader, self._stops.signals)
@@ -207,7 +215,7 @@ class Preparation:
         finally:
             self.model.train(was_training)
             checkpoint.set_rng_state(rng, generators)
-        needed = [self.model.benchmark_metric] if validation is not None else []
+        needed = [self.model.benchmark_metric] if group == "validation" else []
         scalars(outputs, "test_batch", needed)
 
     def _compile(self) -> None:

@@ -12,7 +12,6 @@ and closing the run (folder, lock, sinks, signals) in ``mlproject.session``.
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import os
 import time
@@ -37,8 +36,6 @@ from mlproject.signals import STOP_SIGNALS, StopSignals, protect_workers, signal
 from mlproject.sinks import Sink
 from mlproject.state import TrainState
 from mlproject.step import Stepper
-
-log = logging.getLogger(__name__)
 
 
 class MLProject(Preparation, Session):
@@ -323,7 +320,9 @@ class MLProject(Preparation, Session):
         """Average ``test_batch`` outputs over ``loader``, weighting each batch by its size
         (under torchrun each process evaluates its part and the sums are added up)."""
         whole = loader
-        loader = self._eval_shards.setdefault(id(whole), shard_evaluation(whole, self.world))
+        loader = self._eval_shards.get(id(whole))
+        if loader is None:  # built once per loader
+            loader = self._eval_shards[id(whole)] = shard_evaluation(whole, self.world)
         protect_workers(loader, self._stops.signals)
         was_training = self.model.training
         self.model.eval()
@@ -348,16 +347,14 @@ class MLProject(Preparation, Session):
 
     def evaluate_and_select(self) -> dict[str, float]:
         """Evaluate on the validation set (else the test set), log it, keep the best model."""
-        validation = self.datasets.validation_loader()
-        loader = validation if validation is not None else self.datasets.test_loader()
+        group, loader = self._selection_loader()
         if loader is None:
             return {}
-        group = "validation" if validation is not None else "test"
         metrics = self.evaluate(loader)
         self.logger.log(group, metrics, self.state.global_step)
         self.state.last_eval_step = self.state.global_step
         self.last_metrics = {group: metrics}
-        if validation is not None:
+        if group == "validation":
             self._update_best(metrics)
             self.model.on_validation_end(metrics)
         self._show_evaluation(group, metrics)
@@ -471,7 +468,7 @@ class MLProject(Preparation, Session):
         if self.world.writes:
             try:
                 checkpoint.save(payload, path)
-                if keep is not None and name != checkpoint.BEST_NAME:
+                if keep is not None:  # only periodic saves pass it
                     checkpoint.prune(self.run_folder.path, keep)
             except Exception as err:
                 failure = err
@@ -564,11 +561,14 @@ class MLProject(Preparation, Session):
 
     def _grad_norms(self) -> list[tuple[str, Any]]:
         """``grad_norm`` (``grad_norm/<optimizer>`` with several) of the last clipped step."""
-        optimizers, norms = self.model.optimizers(), self.model.stepper.grad_norms
-        found = [(name, norms[id(opt)]) for name, opt in optimizers.items() if id(opt) in norms]
-        if len(optimizers) == 1:
-            return [("grad_norm", norm) for _, norm in found]
-        return [(f"grad_norm/{name}", norm) for name, norm in found]
+        if self._norm_names is None:  # the optimizers are found once, as for _lr_groups
+            optimizers = self.model.optimizers()
+            self._norm_names = [
+                ("grad_norm" if len(optimizers) == 1 else f"grad_norm/{name}", id(opt))
+                for name, opt in optimizers.items()
+            ]
+        norms = self.model.stepper.grad_norms
+        return [(tag, norms[key]) for tag, key in self._norm_names if key in norms]
 
     def _lr_groups(self) -> list[tuple[str, dict[str, Any]]]:
         """(name, param group) of every optimizer param group: ``lr``, ``lr/<optimizer>/<i>``."""
@@ -587,9 +587,6 @@ class MLProject(Preparation, Session):
                 for i, group in enumerate(opt.param_groups)
             ]
         return self._lr_names
-
-
-_PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
 def _set_epoch(loader: Any, epoch: int) -> None:

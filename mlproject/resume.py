@@ -80,7 +80,7 @@ def _auto(config: dict[str, Any], model_name: str) -> Start:
     model_dir, prefix = Path(config["model_dir"]), config["prefix"]
     same_model = [
         (info, path)
-        for info, path in rundir.runs(model_dir) if model_dir.is_dir()
+        for info, path in rundir.runs(model_dir)  # none when model_dir does not exist
         if info.get("prefix") == prefix and info.get("model") == model_name
     ]  # fmt: skip
     for info, path in reversed(same_model):

@@ -47,12 +47,13 @@ class Session:
         validate = self.config["validate_iterations"]
         self._validate_every = validate if isinstance(validate, int) else None
         self._lr_names: list[tuple[str, dict[str, Any]]] | None = None
+        self._norm_names: list[tuple[str, int]] | None = None
         self._epoch_finished = False
         self._epoch_started = self._last_line = time.monotonic()
         self._bar = self.display.bar(0, 0, "")  # closed at once; for own train_epoch loops
         self._bar.close()
-        self._save_every = self.config["save_iterations"]
-        self._save_every = self._save_every if isinstance(self._save_every, int) else None
+        save = self.config["save_iterations"]
+        self._save_every = save if isinstance(save, int) else None
         try:
             with self._stops.deferred(), _deterministic(self.config["deterministic"]):
                 yield

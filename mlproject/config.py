@@ -12,11 +12,12 @@ import difflib
 import os
 import signal
 from collections.abc import Mapping
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from mlproject.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 # Every framework default, one key per line. The README's config table is checked against this.
 DEFAULTS: dict[str, Any] = {
@@ -151,8 +152,9 @@ def _check(key: str, value: Any) -> str | None:
         if not isinstance(value, bool | str) or value == "":
             return "must be True, False or a torch.compile backend name. Use compile=True"
     elif key == "requeue_signals":
-        if signal_problem(value):
-            return signal_problem(value)
+        return signal_problem(value)
+    elif key == "device":
+        return device_problem(value)
     elif key == "requeue_command":
         if value is not None and (not isinstance(value, str) or not value.strip()):
             return "must be a shell command or None. Use requeue_command='scontrol requeue 42'"
@@ -200,6 +202,8 @@ def device_problem(value: Any) -> str | None:
     """Say why ``value`` is not a usable device on this machine, or return None."""
     if value is None:
         return None
+    import torch  # here, not at import: the sacred glue that imports this needs no torch
+
     if not isinstance(value, str | torch.device):
         return "must be a device name such as 'cpu', 'cuda', 'cuda:0', 'mps' or 'auto'"
     if value == "auto":
@@ -224,6 +228,8 @@ def device_problem(value: Any) -> str | None:
 
 def resolve_device(value: str | torch.device) -> torch.device:
     """Turn a validated device name into a ``torch.device`` ('auto' picks cuda when present)."""
+    import torch
+
     if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(value)
@@ -255,15 +261,24 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
                 f"unknown key {key!r} (value {config[key]!r}): did you mean {close[0]!r}?"
             )
     for key in DEFAULTS:
-        problem = device_problem(merged[key]) if key == "device" else _check(key, merged[key])
+        problem = _check(key, merged[key])
         if problem:
             problems.append(f"{key}={merged[key]!r} {problem}")
     if problems:
-        raise ConfigError(
-            f"invalid config ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - "
-            + "\n  - ".join(problems)
-        )
+        raise config_error(problems)
     return merged
+
+
+def config_error(problems: list[str], footer: str = "") -> ConfigError:
+    """One ``ConfigError`` listing ``problems`` (kept as its ``problems`` attribute), a line
+    each, then ``footer``."""
+    error = ConfigError(
+        f"invalid config ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - "
+        + "\n  - ".join(problems)
+        + footer
+    )
+    error.problems = list(problems)
+    return error
 
 
 def plain(value: Any) -> Any:

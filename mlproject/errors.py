@@ -15,6 +15,8 @@ class MLProjectError(Exception):
 class ConfigError(MLProjectError, ValueError):
     """The config has unknown keys, wrong types, values out of range or an unusable device."""
 
+    problems: tuple[str, ...] | list[str] = ()  # one line each, when validate_config lists them
+
 
 class DataError(MLProjectError, ValueError):
     """A dataset is missing, empty, truncated or malformed."""

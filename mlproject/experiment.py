@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mlproject.config import DEFAULTS, validate_config
+from mlproject.config import DEFAULTS, config_error, validate_config
 from mlproject.errors import ConfigError, TrainingInterrupted
 from mlproject.progress import show_progress_on
 from mlproject.signals import StopSignals
@@ -285,9 +285,8 @@ class Experiment(sacred.Experiment):
         unknown = _unknown_keys(self, checked)
         if framework is None or not unknown:
             return framework or ConfigError(_config_message(checked.config, unknown))
-        # validate_config's message is "header:\n  - problem\n  - problem"; a typo of a
-        # framework key is in both lists: keep its line there.
-        problems = str(framework).split("\n  - ")[1:] or [str(framework)]
+        # A typo of a framework key is in both lists: keep validate_config's line for it.
+        problems = list(framework.problems) or [str(framework)]
         unknown = [key for key in unknown if not any(repr(key) in p for p in problems)]
         return ConfigError(_config_message(checked.config, unknown, problems))
 
@@ -381,15 +380,13 @@ def _config_message(config: Mapping[str, Any], unknown: list[str], also: list[st
         if close:
             hint = f"did you mean {close!r}? Use {close}={value!r}"
         lines.append(f"unknown key {key!r} (value {value!r}): {hint}")
-    lines += also
-    text = f"invalid config ({len(lines)} problem{'s' * (len(lines) > 1)}):\n  - "
-    text += "\n  - ".join(lines)
-    if unknown:
-        text += (
-            "\nOnly keys that a config scope declares can be set (`./main.py print_config` "
-            "lists them; -f/--force accepts new ones)"
-        )
-    return text
+    footer = (
+        "\nOnly keys that a config scope declares can be set (`./main.py print_config` lists "
+        "them; -f/--force accepts new ones)"
+        if unknown
+        else ""
+    )
+    return str(config_error([*lines, *also], footer))
 
 
 def _closest(key: str, known: list[str]) -> str | None:

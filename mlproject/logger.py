@@ -45,7 +45,6 @@ class Logger:
         self.sinks = sinks
         self.nonfinite = nonfinite or NonFinitePolicy("skip")
         self._pending: list[tuple[str, int, Any, float]] = []
-        self._tags: dict[tuple[str, str], str] = {}
         self._next_flush = time.monotonic() + FLUSH_SECONDS
         self._sums: dict[str, list[float]] = {}  # tag -> [sum, count] since take_means
 
@@ -57,25 +56,25 @@ class Logger:
     def log(self, group: str, values: dict[str, Any], step: int) -> None:
         """Buffer ``values`` (numbers or 0-d tensors) under the tags ``group/name`` at ``step``."""
         now = time.time()
-        tags = self._tags
         for key, value in values.items():
-            tag = tags.get((group, key))
-            if tag is None:
-                tag = tags[group, key] = f"{group}/{key}"
-            self._pending.append((tag, step, value, now))
+            self._pending.append((f"{group}/{key}", step, value, now))
 
     def maybe_flush(self) -> None:
         """Flush when ``FLUSH_SECONDS`` have passed; cheap enough to call every step."""
         if time.monotonic() >= self._next_flush:
             self.flush()
 
-    def flush(self, check: bool = True) -> None:
+    def flush(self, check: bool = True, durable: bool = True) -> None:
         """Read the buffered values, hand them to every sink and make them durable.
 
         With ``check``, the NaN policy looks at the logged losses after the sinks got them (so
-        the record shows the NaN) and may raise NonFiniteLossError.
+        the record shows the NaN) and may raise NonFiniteLossError. With ``durable=False`` the
+        sinks get the values but are not flushed (no fsync): for flushes that only need the
+        values read, such as the NaN check of torchrun's agreements; the timer of the durable
+        flush every ``FLUSH_SECONDS`` is then left as it was.
         """
-        self._next_flush = time.monotonic() + FLUSH_SECONDS
+        if durable:
+            self._next_flush = time.monotonic() + FLUSH_SECONDS
         pending, self._pending = self._pending, []
         values = _floats([value for _, _, value, _ in pending])
         batch = [Scalar(tag, value, step, t) for (tag, step, _, t), value in zip(pending, values)]
@@ -89,7 +88,8 @@ class Logger:
             try:
                 if batch:
                     sink.write(batch)
-                sink.flush()
+                if durable:
+                    sink.flush()
             except OSError as err:
                 if err.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise

@@ -163,7 +163,8 @@ class Session:
         due = saves or state.global_step % AGREE_EVERY == 0 or self.should_stop()
         if not (due or state.batch_in_epoch >= self.n_batches):
             return None
-        self.logger.flush()  # reads the logged losses: the NaN check of every process
+        # reads the logged losses, the NaN check of every process; no fsync every AGREE_EVERY
+        self.logger.flush(durable=False)
         seen = self.collective.gather((self._stops.received, self.nonfinite.pending))
         pending = [f"process {rank}: {p}" for rank, (_, p) in enumerate(seen) if p is not None]
         if pending:

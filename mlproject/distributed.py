@@ -69,7 +69,7 @@ class Collective:
     Example:
         >>> collective = Collective(World.from_env(), torch.device("cpu"))
         >>> config = collective.broadcast(config)  # rank 0's config on every process
-        >>> stop = collective.max(local_stop_flag)
+        >>> seen = collective.gather(local_stop_signal)  # every process's, on every process
     """
 
     def __init__(self, world: World, device: torch.device):
@@ -117,16 +117,6 @@ class Collective:
         dist.all_gather_object(values, value, group=self._cpu_group)
         return values
 
-    def max(self, value: int) -> int:
-        """The largest of the processes' ``value`` (a small int flag), on every process."""
-        if not self.active:
-            return value
-        import torch.distributed as dist
-
-        flag = torch.tensor([value], dtype=torch.int64)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._cpu_group)
-        return int(flag.item())
-
     def close(self) -> None:
         """Leave the process group if this object joined it."""
         if self.owns_group:
@@ -164,10 +154,10 @@ def wrap(model: nn.Module, device: torch.device) -> list[str]:
     prefixes = tuple(f"{name}.module." for name in names)
 
     def plain_keys(module: nn.Module, state: dict, prefix: str, local: Any) -> None:
-        for key in [k for k in state if k.startswith(tuple(prefix + p for p in prefixes))]:
-            short = key[len(prefix) :]
-            name = short.split(".", 1)[0]
-            state[prefix + name + short[len(name) + len(".module") :]] = state.pop(key)
+        wrapped = tuple(prefix + p for p in prefixes)
+        for key in [k for k in state if k.startswith(wrapped)]:
+            # a child's name has no dot: the first ".module." after the prefix is DDP's
+            state[prefix + key[len(prefix) :].replace(".module.", ".", 1)] = state.pop(key)
 
     def wrapped_keys(state: dict, prefix: str, *args: Any) -> None:
         for key in list(state):
@@ -179,8 +169,3 @@ def wrap(model: nn.Module, device: torch.device) -> list[str]:
     model._register_state_dict_hook(plain_keys)
     model._register_load_state_dict_pre_hook(wrapped_keys)
     return names
-
-
-def unwrapped(module: nn.Module) -> nn.Module:
-    """The network inside a DistributedDataParallel wrapper (or ``module`` itself)."""
-    return getattr(module, "module", module)

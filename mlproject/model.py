@@ -141,12 +141,13 @@ class Model(nn.Module):
     def training_state(self) -> dict[str, Any]:
         """Weights, optimizer, scheduler and gradient-scaler state as plain data (loadable
         with weights_only)."""
+        weights, optimizers, schedulers = self.state_dict(), self.optimizers(), self.schedulers()
         return {
-            "weights": self.state_dict(),
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
-            "schedulers": {k: s.state_dict() for k, s in self.schedulers().items()},
+            "weights": weights,
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
             "stepper": self.stepper.state_dict(),
-            "structure": self.structure(),
+            "structure": _structure(weights, optimizers, schedulers),
         }
 
     def load_training_state(self, state: Mapping[str, Any]) -> None:
@@ -173,11 +174,7 @@ class Model(nn.Module):
 
     def structure(self) -> dict[str, Any]:
         """What must match for a checkpoint to fit: parameter shapes and optimizer classes."""
-        return {
-            "parameters": {k: list(v.shape) for k, v in self.state_dict().items()},
-            "optimizers": {k: type(o).__name__ for k, o in self.optimizers().items()},
-            "schedulers": {k: type(s).__name__ for k, s in self.schedulers().items()},
-        }
+        return _structure(self.state_dict(), self.optimizers(), self.schedulers())
 
     # --- devices ----------------------------------------------------------------------------
     @property
@@ -353,6 +350,15 @@ class ProxyModel(Model):
         scheduler = getattr(self, "scheduler", None)
         if isinstance(scheduler, _PLATEAU):
             scheduler.step(metrics[self.benchmark_metric])
+
+
+def _structure(weights: Mapping[str, Any], optimizers: dict, schedulers: dict) -> dict[str, Any]:
+    """``Model.structure`` of these weights, optimizers and schedulers."""
+    return {
+        "parameters": {k: list(v.shape) for k, v in weights.items()},
+        "optimizers": {k: type(o).__name__ for k, o in optimizers.items()},
+        "schedulers": {k: type(s).__name__ for k, s in schedulers.items()},
+    }
 
 
 _PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau

@@ -86,7 +86,7 @@ class NonFinitePolicy:
         if not self.stops:
             return
         for tag, value, step, _ in scalars:
-            if value - value != 0.0 and tag.startswith("train/") and is_loss(tag[6:]):
+            if not math.isfinite(value) and tag.startswith("train/") and is_loss(tag[6:]):
                 if self.collective:
                     self.pending = self.pending or f"{tag} is {value} at global step {step}"
                     return
@@ -102,9 +102,13 @@ class NonFinitePolicy:
 
     def check_weights(self, module: torch.nn.Module, step: int) -> None:
         """Raise NonFiniteLossError when a parameter of ``module`` holds NaN/inf."""
-        params = [p.detach() for p in module.parameters()]
-        if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
+        if not all_finite([p.detach() for p in module.parameters()]):
             raise NonFiniteLossError(
                 f"the weights hold NaN/inf at global step {step}; not saving them. An earlier "
                 f"step's loss was not finite. {_FIX}"
             )
+
+
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """True when no element of ``tensors`` is NaN/inf (also for none): one host sync."""
+    return not tensors or bool(torch.stack([t.isfinite().all() for t in tensors]).all())

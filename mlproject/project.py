@@ -535,7 +535,7 @@ class MLProject(Preparation, Session):
 
     def _train_scalars(self, outputs: dict[str, Any]) -> dict[str, Any]:
         keys = self.model.metrics
-        values = dict(scalars(outputs, "train_batch")) if keys is None else {
+        values = scalars(outputs, "train_batch") if keys is None else {
             k: outputs[k] for k in keys if k in outputs
         }  # fmt: skip
         for key, group in self._lr_groups():

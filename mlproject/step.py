@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from mlproject.nonfinite import NonFinitePolicy
+from mlproject.nonfinite import NonFinitePolicy, all_finite
 
 PRECISIONS = ("32", "bf16", "16")
 _DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
@@ -82,7 +82,6 @@ class Stepper:
         self._window_finite = True
         self._scaler_stepped = False
         self._closed = False  # a step() closed the window; the next backward opens one
-        self.step_count = 0  # optimizer steps taken (skipped ones excluded), for schedulers
 
     @property
     def closes(self) -> bool:
@@ -160,7 +159,6 @@ class Stepper:
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        self.step_count += applied
         return applied
 
     def _gradients_finite(self, optimizer: torch.optim.Optimizer) -> bool:
@@ -169,7 +167,7 @@ class Stepper:
         if self.device.type == "cuda" and self.nonfinite.stops:
             return True
         grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all()):
+        if all_finite(grads):
             return True
         if self.nonfinite.stops and self.nonfinite.pending is None:
             self.nonfinite.pending = "the averaged gradients are not finite"

@@ -28,6 +28,7 @@ from tensorboardX.record_writer import RecordWriter, masked_crc32c
 from tensorboardX.summary import hparams, scalar
 from tensorboardX.writer import FileWriter
 
+from mlproject.runs import flatten
 from mlproject.sinks import COMPLETED, FAILED, INTERRUPTED, RunInfo, Scalar, Sink
 
 # Our files: PREFIX + 16-digit µs since the epoch + "." + host + "." + pid (unique, sortable).
@@ -156,14 +157,10 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, str | 
         >>> flatten_config({"optim": {"lr": 0.1, "betas": [0.9, 0.99]}, "seed": None})
         {'optim.lr': 0.1, 'optim.betas': '[0.9, 0.99]', 'seed': 'None'}
     """
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten_config(value, f"{prefix}{key}."))
-        else:
-            plain = isinstance(value, (str, bool, int, float))
-            flat[f"{prefix}{key}"] = value if plain else str(value)
-    return flat
+    return {
+        key: value if isinstance(value, str | bool | int | float) else str(value)
+        for key, value in flatten(config, prefix).items()
+    }
 
 
 def _record_ends(path: Path) -> list[int]:

@@ -186,10 +186,11 @@ class ImageDatasetFactory(DatasetFactory):
                     flip=self.FLIP and augment and train,
                 )
                 # its items as a dataset: the same tensors, through torchvision's transforms
-                split = TensorImages(images, labels)
-                transform = Compose([ToTensor(), Normalize(self.mean, self.std)])
-            given[f"{name}_set"] = copy.copy(split)  # shares the split's arrays
-            given[f"{name}_set"].transform = transform
+                normalize = Compose([ToTensor(), Normalize(self.mean, self.std)])
+                given[f"{name}_set"] = TensorImages(images, labels, normalize)
+            else:
+                given[f"{name}_set"] = copy.copy(split)  # shares the split's arrays
+                given[f"{name}_set"].transform = transform
         super().__init__(
             **given,
             loader_kwargs={

@@ -15,6 +15,7 @@ the same on every process, and each process serves its share of each global batc
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -47,14 +48,12 @@ def _divisor(device: torch.device) -> float | Tensor:
     """255, as ``ToTensor`` divides by it: a number on the CPU; on a GPU a tensor there,
     because CUDA turns division by a host number into multiplication by its reciprocal,
     which differs from the CPU's division in the last bit."""
-    if device.type == "cpu":
-        return 255
-    if device not in _DIVISORS:
-        _DIVISORS[device] = torch.full((), 255.0, device=device)
-    return _DIVISORS[device]
+    return 255 if device.type == "cpu" else _gpu_divisor(device)
 
 
-_DIVISORS: dict[torch.device, Tensor] = {}
+@functools.cache
+def _gpu_divisor(device: torch.device) -> Tensor:
+    return torch.full((), 255.0, device=device)
 
 
 def crop_flip(images: Tensor, offsets: Tensor, flips: Tensor, padding: int) -> Tensor:
@@ -199,12 +198,16 @@ class InMemoryLoader:
         order = torch.randperm(n, generator=generator) if self.shuffle else None
         offsets = flips = None
         if padding or self.flip:  # the half not drawn is zeros: no crop, or no flip
-            offsets = torch.zeros(n, 2, dtype=torch.int64)
-            if padding:
-                offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator)
-            flips = torch.zeros(n, dtype=torch.bool)
-            if self.flip:
-                flips = torch.randint(0, 2, (n,), generator=generator).bool()
+            offsets = (
+                torch.randint(0, 2 * padding + 1, (n, 2), generator=generator)
+                if padding
+                else torch.zeros(n, 2, dtype=torch.int64)
+            )
+            flips = (
+                torch.randint(0, 2, (n,), generator=generator).bool()
+                if self.flip
+                else torch.zeros(n, dtype=torch.bool)
+            )
         device = self.images.device
         order, offsets, flips = (t if t is None else t.to(device) for t in (order, offsets, flips))
         return self._batches(order, offsets, flips)

@@ -15,6 +15,7 @@ CPU group every ``AGREE_EVERY`` optimizer steps and at every save, never on a ti
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
 import os
@@ -79,6 +80,7 @@ class Collective:
         self.active = world.world_size > 1
         self.owns_group = False
         self._cpu_group: Any = None
+        self._store: Any = None
         if not self.active:
             return
         if not dist.is_initialized():
@@ -90,6 +92,7 @@ class Collective:
             store, rank, size = next(dist.rendezvous("env://", timeout=TIMEOUT))
             attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
             store = dist.PrefixStore(f"mlproject/attempt-{attempt}/", store)
+            self._store = store
             dist.init_process_group(
                 backend, store=store, rank=rank, world_size=size, timeout=TIMEOUT
             )
@@ -117,13 +120,41 @@ class Collective:
         dist.all_gather_object(values, value, group=self._cpu_group)
         return values
 
-    def close(self) -> None:
-        """Leave the process group if this object joined it."""
+    def close(self, together: bool = False) -> None:
+        """Leave the process group if this object joined it.
+
+        ``together``: every process ended the run at the same agreed step (completed, or
+        stopped there). The processes that write nothing then wait at exit until rank 0 has
+        exited too: torchrun stops every process as soon as one exits with a non-zero code
+        (143 after a stop), and that must not cut rank 0's sacred record short.
+        """
         if self.owns_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()
             self.owns_group = False
+            if together:
+                _hold_exit(self._store, self.world.writes)
+
+
+_exit_store: list[Any] = []  # the store of the last run that ended together, for atexit
+
+
+def _hold_exit(store: Any, writes: bool) -> None:
+    if not _exit_store:
+        atexit.register(_exit_in_order, writes)
+    _exit_store[:] = [store]
+
+
+def _exit_in_order(writes: bool) -> None:
+    """At exit: rank 0 says it is done (its records are written); the others wait for it."""
+    try:
+        if writes:
+            _exit_store[0].set("exited", "1")
+        else:
+            _exit_store[0].wait(["exited"], TIMEOUT)
+    except Exception:  # noqa: BLE001 - rank 0 or the store is gone: nothing is left to wait for
+        pass
 
 
 def local_device(world: World, wanted: Any) -> torch.device | None:

@@ -111,6 +111,7 @@ class MLProject(Preparation, Session):
         self._sink_states: dict[str, dict[str, Any]] = {}
         self._parent: dict[str, Any] | None = None
         self._eval_shards: dict[int, Iterable] = {}
+        self._ended_together = False  # every process stopped at one agreed step (see close)
         if self.world.rank:  # its own dropout and DataLoader workers' draws
             checkpoint.seed_everything(self.config["seed"] + self.world.rank)
         self.start = self._plan_start()
@@ -174,7 +175,7 @@ class MLProject(Preparation, Session):
                 stop.call_chain()
             raise
         finally:
-            self.collective.close()
+            self.collective.close(together=self._ended_together)
 
     def _train(self) -> dict[str, Any]:
         with self._session():

@@ -168,6 +168,7 @@ class Session:
         seen = self.collective.gather((self._stops.received, self.nonfinite.pending))
         pending = [f"process {rank}: {p}" for rank, (_, p) in enumerate(seen) if p is not None]
         if pending:
+            self._ended_together = True  # every process raises here, at this step
             self.nonfinite.raise_for("; ".join(pending))
         self.nonfinite.pending = None
         signals = [signum for signum, _ in seen if signum is not None]
@@ -195,6 +196,7 @@ class Session:
             self._run_requeue_command()
             previous = self._stops.previous.get(signum)
             chain = previous if callable(previous) else None  # e.g. submitit's own requeue
+        self._ended_together = True  # under torchrun, every process stops here (see _agree)
         raise TrainingInterrupted(signum, self.state.global_step, chain)
 
     def _run_requeue_command(self) -> None:

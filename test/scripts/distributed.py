@@ -10,7 +10,9 @@ digests to ``$RECORDS/digests.jsonl`` and each process writes the samples it tra
 the same): ``FAULT_AT=K`` and ``FAULT_RANK=r`` make process r raise (``FAULT_SIGNAL=0``) or
 compute a NaN loss (``-1``) in step K, on the first attempt only (not after a torchrun
 restart); ``MARK_AT=K`` makes every process write ``$RECORDS/pid-<rank>`` at step K and sleep
-``MARK_SLEEP`` seconds per later step.
+``MARK_SLEEP`` seconds per later step. ``SLOW_RECORD=S`` adds a sacred observer that takes S
+seconds to record an interruption, then writes ``$RECORDS/recorded``; each process writes the
+code it exits with to ``$RECORDS/exit-<rank>``.
 """
 
 import hashlib
@@ -21,12 +23,25 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from sacred.observers import RunObserver
 from torch import nn
 from torch.utils.data import Dataset
 
 from mlproject import DatasetFactory, Experiment, MLProject, Model, ProxyModel
 
 ex = Experiment("distributed")
+
+
+class SlowRecord(RunObserver):
+    """An observer as slow as a database far away, when it records an interruption."""
+
+    def interrupted_event(self, interrupt_time, status):
+        time.sleep(float(os.environ["SLOW_RECORD"]))
+        (records() / "recorded").write_text(status)
+
+
+if os.environ.get("SLOW_RECORD"):
+    ex.observers.append(SlowRecord())
 
 
 @ex.config
@@ -154,6 +169,15 @@ class Distributed(MLProject):
                 (records() / f"seen-{rank()}.json").write_text(json.dumps(seen))
 
 
-@ex.automain
+@ex.main
 def main(_run):
     return Distributed.from_run(_run).train()
+
+
+if __name__ == "__main__":
+    try:
+        ex.run_commandline()
+    except SystemExit as stop:
+        if records() is not None:
+            (records() / f"exit-{rank()}").write_text(str(stop.code))
+        raise

@@ -243,8 +243,8 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
     Example:
         >>> cfg = validate_config({"model_dir": "runs", "n_epochs": 3})
-        >>> cfg["device"], cfg["n_epochs"]
-        ('cpu', 3)
+        >>> cfg["device"], cfg["n_epochs"]  # no device: the model stays where get_model put it
+        (None, 3)
     """
     merged = {**DEFAULTS, **config}
     if merged["n_global_iterations"] == 0 and _is_int(merged["n_global_iterations"]):

@@ -737,6 +737,44 @@ def test_a_step_interval_scheduler_steps_after_every_optimizer_step(
     assert lrs == [(s, pytest.approx(0.1 / (s + 1))) for s in range(1, 9)]
 
 
+class TwoOptimizers(Model):
+    """A generator-style net with two param groups in one optimizer, a head with another."""
+
+    def __init__(self):
+        super().__init__(name="two")
+        self.net, self.head = nn.Linear(4, 3), nn.Linear(3, 3)
+        groups = [{"params": [self.net.weight]}, {"params": [self.net.bias], "lr": 0.01}]
+        head = torch.optim.SGD(self.head.parameters(), lr=0.2)
+        self.opts = [torch.optim.Adam(groups, lr=0.05), head]
+
+    def train_batch(self, batch):
+        x, y = batch
+        for opt in self.opts:
+            opt.zero_grad()
+        loss = nn.functional.cross_entropy(self.head(self.net(x)), y)
+        loss.backward()
+        for opt in self.opts:
+            opt.step()
+        return {"loss": loss.detach()}
+
+    def test_batch(self, batch):
+        x, y = batch
+        return {"loss": nn.functional.cross_entropy(self.head(self.net(x)), y)}
+
+
+def test_the_lr_of_every_optimizer_and_param_group_has_its_own_series(build, tmp_path, tb_scalars):
+    project = build(model=TwoOptimizers, n_epochs=1, tensorboard_dir=str(tmp_path / "tb"))
+    project.train()
+    scalars = tb_scalars(tmp_path / "tb" / project.run_dir.name)
+    lrs = {tag: {v for _, v in points} for tag, points in scalars.items() if "/lr" in tag}
+    assert lrs == {
+        "train/lr/opts.0/0": {f32(0.05)},
+        "train/lr/opts.0/1": {f32(0.01)},
+        "train/lr/opts.1": {f32(0.2)},
+    }
+    assert [s for s, _ in scalars["train/lr/opts.1"]] == [s for s, _ in scalars["train/loss"]]
+
+
 def test_reduce_on_plateau_steps_on_the_validation_benchmark_metric(
     project_class, base_config, data16
 ):

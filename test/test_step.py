@@ -79,8 +79,13 @@ def test_the_last_partial_window_of_an_epoch_steps_on_the_mean_of_its_batches(tm
         assert torch.allclose(a, b, rtol=0, atol=1e-10), (a - b).abs().max()
 
 
-def test_a_kill_in_the_middle_of_a_window_resumes_bit_for_bit(tmp_path, monkeypatch):
-    config = functools.partial(in_process_config, n_epochs=2, accumulate_grad_batches=2)
+@pytest.mark.parametrize("helpers", [True, False], ids=["helpers", "by-hand"])
+def test_a_kill_in_the_middle_of_a_window_resumes_bit_for_bit(tmp_path, monkeypatch, helpers):
+    # with the helpers the gradients of a window's first batch are accumulated, and lost with
+    # the kill; a model stepping by hand steps every batch, the loop still counts windows
+    config = functools.partial(
+        in_process_config, n_epochs=2, accumulate_grad_batches=2, helpers=helpers
+    )
     Resumable(config(tmp_path / "straight")).train()
     monkeypatch.setenv("FAULT_AT", "4")  # the first batch of optimizer step 4
     monkeypatch.setenv("FAULT_SIGNAL", "0")
@@ -109,8 +114,12 @@ def test_a_signal_in_the_middle_of_a_window_stops_at_its_end(tmp_path, monkeypat
 
 @pytest.mark.parametrize("precision", ["bf16", "16"])
 def test_reduced_precision_on_the_cpu_trains_and_resumes_exactly(tmp_path, monkeypatch, precision):
-    config = functools.partial(in_process_config, n_epochs=2, precision=precision)
+    config = functools.partial(in_process_config, n_epochs=2, precision=precision, helpers=True)
     Resumable(config(tmp_path / "straight")).train()
+    Resumable({**config(tmp_path / "fp32"), "precision": "32"}).train()
+    weights = final_state(tmp_path / "straight")["model"]["weights"]
+    fp32 = final_state(tmp_path / "fp32")["model"]["weights"]
+    assert any(not torch.equal(weights[k], fp32[k]) for k in weights)  # autocast took effect
     monkeypatch.setenv("FAULT_AT", "7")
     monkeypatch.setenv("FAULT_SIGNAL", "0")
     with pytest.raises(RuntimeError):
@@ -177,6 +186,48 @@ def test_clipping_unscales_first_as_a_hand_written_amp_loop(tmp_path, device, tb
     logged = tb_scalars(tmp_path / "tb" / project.run_dir.name)["train/grad_norm"]
     assert [step for step, _ in logged] == list(range(1, 9))
     assert [v for _, v in logged] == pytest.approx(norms, rel=1e-6)  # the norm before clipping
+
+
+def test_an_fp16_overflow_skips_the_update_and_is_no_step_for_the_scheduler(tmp_path):
+    calls = []
+
+    def loss(out, target):  # finite, but 65536 times it (the scaler's first scale) is not
+        calls.append(None)
+        return nn.functional.cross_entropy(out, target) * (1e37 if len(calls) == 1 else 1.0)
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(24, 6, generator=g), torch.randint(0, 3, (24,), generator=g)
+
+    class Overflow(MLProject):
+        @staticmethod
+        def get_dataset_factory(config):
+            data = TensorDataset(x, y)
+            return DatasetFactory(train_set=data, loader_kwargs={"batch_size": 6, "shuffle": False})
+
+        @staticmethod
+        def get_model(config):
+            torch.manual_seed(2)
+            net = nn.Linear(6, 3)
+            opt = torch.optim.SGD(net.parameters(), lr=0.5)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (s + 1))
+            return ProxyModel(net, opt, loss=loss, train_accuracy=False, scheduler=sched,
+                              scheduler_interval="step")  # fmt: skip
+
+    project = Overflow({"model_dir": str(tmp_path), "progress": False, "seed": 0,
+                        "n_epochs": 1, "precision": "16"})  # fmt: skip
+    torch.manual_seed(2)
+    initial = nn.Linear(6, 3).weight.detach().clone()
+    steps = []  # the global steps whose update was applied
+    state = project.state
+    project.model.opt.register_step_post_hook(lambda *_: steps.append(state.global_step + 1))
+    summary = project.train()  # nonfinite='error': an overflow is no NaN loss
+    assert summary["global_step"] == 4  # the skipped step counts, as a skipped NaN step does
+    assert steps == [2, 3, 4]  # GradScaler left step 1's update out
+    assert project.model.schedulers()["scheduler"].last_epoch == 3  # after steps 2, 3, 4 only
+    assert project.model.opt.param_groups[0]["lr"] == pytest.approx(0.5 / 4)
+    assert project.nonfinite.skipped == 0  # not counted as a non-finite step either
+    assert project.model.stepper.scaler.get_scale() == 65536.0 / 2  # halved once, then kept
+    assert not torch.equal(project.model.net.weight, initial)
 
 
 def test_a_compiled_models_checkpoint_loads_into_an_uncompiled_one_and_back(tmp_path):

@@ -13,8 +13,12 @@ command is the same command, as a cluster re-runs it:
   (or its whole group) from outside while it trains.
 - ``SLOW_START=path``: building the data creates ``path``, then sleeps 30 s (a signal during
   start-up).
+
+With ``helpers=True`` the model trains through ``self.autocast()``, ``self.backward`` and
+``self.step`` (precision, accumulation); otherwise by hand, as a model that ignores them.
 """
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -36,6 +40,7 @@ def config():
     drop_last = False  # noqa: F841
     hidden = 16  # noqa: F841
     lr = 0.01  # noqa: F841
+    helpers = False  # noqa: F841
     progress = False  # noqa: F841
 
 
@@ -47,7 +52,7 @@ def in_process_config(model_dir, **updates) -> dict:
     config = {
         "model_dir": str(model_dir), "n_epochs": 1, "seed": 3, "save_iterations": 1,
         "n_samples": 40, "batch_size": 8, "num_workers": 0, "drop_last": False, "hidden": 8,
-        "lr": 0.01, "progress": False,
+        "lr": 0.01, "helpers": False, "progress": False,
     }  # fmt: skip
     return {**config, **updates}
 
@@ -73,8 +78,9 @@ class Noisy(Dataset):
 
 
 class Net(Model):
-    def __init__(self, hidden, lr):
+    def __init__(self, hidden, lr, helpers=False):
         super().__init__(name="net")
+        self.helpers = helpers
         self.net = nn.Sequential(
             nn.Linear(4, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, 2)
         )
@@ -95,13 +101,19 @@ class Net(Model):
         if self.mark_at is not None and step >= self.mark_at:
             Path(self.mark_file).touch()
             time.sleep(float(os.environ.get("MARK_SLEEP", "0.2")))
-        self.opt.zero_grad()
-        loss = nn.functional.cross_entropy(self.net(x), y)
+        if not self.helpers:
+            self.opt.zero_grad()
+        with self.autocast() if self.helpers else contextlib.nullcontext():
+            loss = nn.functional.cross_entropy(self.net(x), y)
         if step == self.fault_at and self.fault_where == "train":
             if self.fault_signal == -1:
                 loss = loss * float("nan")
             else:
                 self.fault()
+        if self.helpers:
+            self.backward(loss)
+            self.step(self.opt)
+            return {"loss": loss.detach()}
         if not self.loss_is_finite(loss):
             return {"loss": loss.detach()}
         loss.backward()
@@ -141,7 +153,7 @@ class Resumable(MLProject):
 
     @staticmethod
     def get_model(config):
-        return Net(config["hidden"], config["lr"])
+        return Net(config["hidden"], config["lr"], config.get("helpers", False))
 
 
 @ex.automain

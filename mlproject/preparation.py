@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from mlproject import checkpoint, distributed, resume, rundir
@@ -159,6 +160,15 @@ class Preparation:
                 "DatasetFactory; use DatasetFactory(train_set=..., test_set=...)"
             )
         benchmark_goal(self.model)
+        wrapped = [
+            n for n, m in self.model.named_modules() if isinstance(m, DistributedDataParallel)
+        ]
+        if wrapped:
+            raise ModelError(
+                f"{type(self.model).__name__}.{wrapped[0]} is already a DistributedDataParallel: "
+                "under torchrun mlproject wraps the model's networks itself (and keeps their "
+                "checkpoint keys); give it the plain network and call it as in one process"
+            )
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         if trainable and not self.model.optimizers():
             raise ModelError(

@@ -652,6 +652,27 @@ def test_a_model_with_weights_but_no_optimizer_is_refused_at_build(build, tmp_pa
     assert not (tmp_path / "models").exists()
 
 
+def test_a_network_the_user_wrapped_in_ddp_is_refused_at_build(build, tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1
+    )
+    try:
+
+        class Wrapped(Recording):
+            def __init__(self):
+                super().__init__()
+                self.net = nn.parallel.DistributedDataParallel(self.net)
+                self.opt = torch.optim.Adam(self.net.parameters(), lr=0.05)
+
+        with pytest.raises(ModelError, match=r"Wrapped\.net is already a DistributedDataParallel"):
+            build(model=Wrapped)
+    finally:
+        dist.destroy_process_group()
+    assert not (tmp_path / "models").exists()
+
+
 def test_a_dataset_of_dicts_fed_to_proxy_model_is_refused_before_any_file(
     project_class, base_config, tmp_path, tiny_model
 ):

@@ -336,7 +336,8 @@ def config_from_run(run: Any) -> dict[str, Any]:
 
     Framework keys are always valid. A run of ``mlproject.Experiment`` had its keys checked
     before it started, and ``-f``/``--force`` waives the check; for any other run (a plain
-    ``sacred.Experiment``), keys set but declared nowhere raise ``ConfigError``.
+    ``sacred.Experiment``), keys set but declared nowhere raise ``ConfigError``, and the run's
+    result becomes one number with the summary in ``info`` as with ``mlproject.Experiment``.
 
     Example:
         >>> @ex.automain
@@ -344,6 +345,11 @@ def config_from_run(run: Any) -> dict[str, Any]:
         ...     return MyProject(config_from_run(_run), run=_run).train()
     """
     config = dict(run.config)
+    hooks = getattr(run, "post_run_hooks", None)
+    if isinstance(hooks, list) and not any(
+        getattr(hook, "__wrapped__", hook) is _store_summary for hook in hooks
+    ):  # a plain sacred.Experiment's run: its result, too, must fit every observer
+        hooks.append(functools.partial(_store_summary, run))
     if run in _CHECKED_RUNS or getattr(run, "force", False):
         return config
     signature = getattr(getattr(run, "main_function", None), "signature", None)

@@ -46,8 +46,8 @@ COMMANDS = {
     "ingredient_typo": (TINY, ["-F", "obs_net", "with", "net.hiden=32", "model_dir=m_net"]),
     "tiny": (TINY, ["-F", "obs_tiny", "with", "model_dir=m_tiny"]),
     "plain_2018": (PLAIN, [
-        "-F", "obs_plain", "-f", "with", "n_global_iterations=3", "tensorboard_dir=tb_plain",
-        "model_dir=m_plain", "progress=False",
+        "-F", "obs_plain", "-s", "sqlite:///plain.db", "-f", "with", "n_global_iterations=3",
+        "tensorboard_dir=tb_plain", "model_dir=m_plain", "progress=False",
     ]),
 }  # fmt: skip
 
@@ -220,13 +220,21 @@ def test_print_config_lists_the_framework_keys(runs):
 
 
 def test_plain_sacred_experiment_accepts_framework_keys_it_never_declared(runs):
-    _, cwd, folder = completed(runs, "plain_2018", "obs_plain")
-    run = json.loads((folder / "run.json").read_text())
+    _, cwd, _ = completed(runs, "plain_2018", "obs_plain")
+    # the SqlObserver goes first and numbers the run 0; its result column holds a float
+    run, info = record(cwd / "obs_plain" / "0")
     assert run["status"] == "COMPLETED"
-    assert run["result"]["global_step"] == 3  # plain sacred keeps the summary as the result
-    run_dir = cwd / "m_plain" / "1_plain"
+    assert info["summary"]["global_step"] == 3
+    assert run["result"] == info["summary"]["best"]["loss"]  # one number, as with ours
+    sa = pytest.importorskip("sqlalchemy")
+    engine = sa.create_engine(f"sqlite:///{cwd / 'plain.db'}")
+    with engine.connect() as connection:
+        [row] = connection.execute(sa.text("SELECT status, result FROM run")).all()
+    engine.dispose()
+    assert tuple(row) == ("COMPLETED", pytest.approx(run["result"], rel=1e-12))
+    run_dir = cwd / "m_plain" / "0_plain"
     assert sorted(p.name for p in run_dir.glob("checkpoint-*.pt")) == ["checkpoint-000000003.pt"]
-    assert (cwd / "tb_plain" / "1_plain").is_dir()
+    assert (cwd / "tb_plain" / "0_plain").is_dir()
 
 
 # --- config mistakes on the command line --------------------------------------------------------

@@ -392,11 +392,17 @@ def test_a_checkpoint_without_its_record_is_incomplete_and_starts_the_run_afresh
     first = run_dir / "checkpoint-000000001.pt"
     first.with_name(first.name + ".sha256").unlink()  # killed between its rename and its record
     (run_dir / "checkpoint-000000002.pt.tmp").write_bytes(b"half")  # killed mid-write
-    summary = Resumable(tiny_config(models, resume="auto")).train()
+    project = Resumable(tiny_config(models, resume="auto"))
+    assert project.start.kind == "new"  # nothing complete left: the run starts afresh
+    before_step_1 = []
+    project.model.on_train_begin = lambda: before_step_1.append(
+        (first.exists(), list(run_dir.glob("*.tmp")))
+    )
+    summary = project.train()
+    assert before_step_1 == [(False, [])]  # both cleaned up, under the lock, before step 1
     assert summary["global_step"] == 10 and summary["run_dir"] == str(run_dir)
     assert not [w for w in recwarn.list if "checkpoint" in str(w.message)]  # nothing to warn
-    assert not list(run_dir.glob("*.tmp"))
-    assert (run_dir / "checkpoint-000000001.pt").exists() is False or checkpoint_ok(first)
+    assert all(checkpoint_ok(path) for path in run_dir.glob("checkpoint-*.pt"))
 
 
 def checkpoint_ok(path: Path) -> bool:

@@ -198,7 +198,8 @@ def test_readme_config_table_lists_every_default():
     assert table == {key: repr(value) for key, value in DEFAULTS.items()}
 
 
-def test_a_read_only_model_dir_is_refused_before_anything_is_made(tmp_path):
+@pytest.mark.parametrize("key", ["model_dir", "tensorboard_dir"])
+def test_a_read_only_folder_is_refused_before_anything_is_made(tmp_path, key):
     import os
     import subprocess
 
@@ -214,9 +215,10 @@ def test_a_read_only_model_dir_is_refused_before_anything_is_made(tmp_path):
     if not mounted:
         folder.chmod(0o500)  # not root: the mode bits refuse the writes
     try:
-        with pytest.raises(ConfigError, match="model_dir=.* is not writable here"):
-            validate_config({"model_dir": str(folder / "runs")})
-        assert not (folder / "runs").exists()
+        config = {"model_dir": str(tmp_path / "models"), key: str(folder / "runs")}
+        with pytest.raises(ConfigError, match=f"{key}=.* is not writable here"):
+            validate_config(config)
+        assert not (folder / "runs").exists() and not (tmp_path / "models").exists()
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(folder)], check=False)

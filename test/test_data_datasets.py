@@ -264,6 +264,24 @@ def test_validation_size_must_leave_training_data(dataset):
         make(cls, root, validation_size=120)
 
 
+def test_torchvision_is_imported_only_when_a_dataset_is_loaded(tmp_path):
+    import subprocess
+    import sys
+
+    write_mnist(tmp_path, n_train=8, n_test=4)
+    code = (
+        "import sys\n"
+        "from mlproject import DatasetFactory, InMemoryLoader, MLProject\n"
+        "from mlproject.data import CIFAR10Factory, ClutteredMNISTFactory, MNISTFactory\n"
+        "before = 'torchvision' in sys.modules\n"
+        f"MNISTFactory(4, data_dir={str(tmp_path)!r}, validation_size=2).train_loader()\n"
+        "print(before, 'torchvision' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["False", "True"]
+
+
 def test_the_old_names_are_the_factories():
     assert MNISTDatasetLoader is MNISTFactory and FashionMNISTDatasetLoader is FashionMNISTFactory
     assert CIFARDatasetLoader is CIFAR10Factory and DigitsDatasetLoader is DigitsFactory

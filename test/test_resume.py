@@ -492,6 +492,17 @@ def test_a_changed_number_of_batches_is_refused_mid_epoch(tmp_path):
         Resumable(tiny_config(models, batch_size=4, resume=str(run_dir)))
 
 
+def test_a_changed_number_of_batches_is_accepted_at_an_epochs_end(tmp_path):
+    models = tmp_path / "m"
+    Resumable(tiny_config(models, n_epochs=1)).train()  # 5 batches of 8, stopped at its end
+    (run_dir,) = models.iterdir()
+    with pytest.warns(UserWarning, match="changed config keys: batch_size: 8 -> 4"):
+        project = Resumable(tiny_config(models, batch_size=4, resume=str(run_dir)))
+    summary = project.train()
+    assert summary["global_step"] == 5 + 10  # the second epoch in 10 batches of 4
+    assert final_state(models)["state"]["batches_per_epoch"] == 10
+
+
 def test_a_damaged_best_checkpoint_is_said_and_the_last_weights_are_tested(tmp_path, capsys):
     models = tmp_path / "m"
     Resumable(tiny_config(models, n_epochs=2)).train()

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from mlproject.config import DEFAULTS, config_error, validate_config
-from mlproject.errors import ConfigError, TrainingInterrupted
+from mlproject.errors import ConfigError, MLProjectError, TrainingInterrupted
 from mlproject.progress import show_progress_on
 from mlproject.signals import StopSignals
 
@@ -313,15 +313,18 @@ class Experiment(sacred.Experiment):
         except TrainingInterrupted as stop:
             stop.call_chain()  # now that sacred recorded the run INTERRUPTED (e.g. submitit)
             raise
-        except ConfigError as err:
+        except MLProjectError as err:
             if self._on_command_line and not (options or {}).get("--debug"):
-                # sacred would print a traceback for a mistake in the user's input: one message
-                # on stderr and exit status 1 instead (--debug still shows the traceback).
-                sys.exit(f"ConfigError: {err}")
+                # sacred would print a traceback for an error that says what is wrong and what
+                # to do (a bad config, missing data, a full disk): one message on stderr and
+                # exit status 1 instead. sacred's record keeps the traceback (fail_trace), and
+                # --debug still shows it.
+                sys.exit(f"{type(err).__name__}: {err}")
             raise
 
     def run_commandline(self, argv: Any = None) -> Any:
-        """sacred's command line; exits 1 on a bad config and 143/130 after SIGTERM/SIGINT."""
+        """sacred's command line; exits 1 with one message on an error mlproject raises on
+        purpose (a bad config, missing data, a full disk), 143/130 after SIGTERM/SIGINT."""
         self._on_command_line = True
         try:
             return super().run_commandline(argv)

@@ -216,6 +216,36 @@ def test_a_full_disk_stops_with_the_space_needed_and_keeps_every_earlier_checkpo
     assert saved and all(checkpoint.problem(p) is None for p in saved)
 
 
+@pytest.mark.slow
+def test_a_full_disk_through_the_cli_fails_the_run_with_one_message(tmp_path, small_disk):
+    import subprocess
+
+    disk = small_disk(160)
+    if disk is None:
+        pytest.skip("needs a real small disk: mounting a tmpfs needs root")
+    script = Path(__file__).parent / "scripts" / "resumable.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "-F", str(tmp_path / "sacred"), "with",
+         f"model_dir={disk / 'm'}", "n_epochs=50", "keep_checkpoints=None", "seed=1"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    run_dir = run_dir_of(disk / "m")
+    message = [line for line in done.stderr.splitlines() if "DiskFullError" in line]
+    assert len(message) == 1 and message[0].startswith("DiskFullError: no space left to write "), (
+        done.stderr[-3000:]
+    )
+    assert f"in {run_dir}: it needs about" in message[0] and "resume=auto" in message[0]
+    assert "Traceback" not in done.stderr
+    record = json.loads((tmp_path / "sacred" / "1" / "run.json").read_text())
+    assert record["status"] == "FAILED"
+    assert "DiskFullError" in "".join(record["fail_trace"])  # the traceback stays on record
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert not list(run_dir.glob("*.tmp"))
+    saved = [p for _, p in checkpoint.periodic(run_dir) if checkpoint.is_complete(p)]
+    assert saved and all(checkpoint.problem(p) is None for p in saved)
+
+
 def test_a_checkpoint_that_cannot_be_pruned_is_a_warning_and_pruning_retries_it(
     tmp_path, monkeypatch
 ):

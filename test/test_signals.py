@@ -3,6 +3,7 @@ DataLoader workers, and during start-up. Each ends the sacred run INTERRUPTED, e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -103,3 +104,26 @@ def test_a_requeue_signal_saves_runs_the_requeue_command_once_and_the_job_contin
     assert len(list((tmp_path / "models").iterdir())) == 1
     assert [p.name for p in (tmp_path / "tb").iterdir()] == [run_dir.name]  # the same TB run
     assert calls.read_text() == "requeue 42\n"
+
+
+@pytest.mark.slow
+def test_a_requeue_right_after_sigkill_takes_the_lock_its_orphaned_workers_inherited(tmp_path):
+    marker = tmp_path / "at-step-5"
+    job = start(tmp_path, "num_workers=2", MARK_AT="5", MARK_FILE=str(marker))
+    wait_for(marker, job)
+    try:
+        job.kill()  # the trainer only, as the OOM killer does: its two workers live on a while
+        job.communicate(timeout=60)
+        workers = subprocess.run(["pgrep", "-g", str(job.pid)], capture_output=True, text=True)
+        assert len(workers.stdout.split()) == 2  # still alive, holding the inherited lock fd
+        again = start(tmp_path, "num_workers=2", "resume=auto")  # the requeue, seconds later
+        _, err = again.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)
+    assert again.returncode == 0, err
+    assert "in use" not in err
+    (run_dir,) = (tmp_path / "models").iterdir()  # the same run, continued
+    state = torch.load(sorted(run_dir.glob("checkpoint-*.pt"))[-1], weights_only=True)["state"]
+    assert state["global_step"] == 20  # 4 epochs of 5 steps
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"

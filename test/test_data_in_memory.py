@@ -159,3 +159,36 @@ def test_on_a_gpu_batches_are_made_there_and_equal_the_cpu_ones():
     for (xg, yg), (xc, yc) in zip(got, expected):
         assert xg.device.type == "cuda" and yg.device.type == "cuda"
         assert torch.equal(xg.cpu(), xc) and torch.equal(yg.cpu(), yc)
+
+
+@pytest.mark.parametrize(("world_size", "n"), [(2, 23), (3, 14)])
+def test_sharded_batches_join_into_the_global_batches_of_one_process(world_size, n):
+    # (2, 23): global batches 8, 8, 7 (the last split 4 + 3); (3, 14): 12 and 2, so ranks 1
+    # and 2 have no sample in the last one and serve a stand-in (of loss weight 0)
+    from mlproject.distributed import World
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g)
+
+    def loader(batch_size, rank, size):
+        plain = InMemoryLoader(images, torch.arange(n), batch_size, shuffle=True, crop_padding=2,
+                               flip=True, mean=[0.5] * 3, std=[0.25] * 3)  # fmt: skip
+        return plain.sharded(World(rank, size, rank, launched=True), seed=5)
+
+    one = loader(4 * world_size, 0, 1)
+    parts = [loader(4, rank, world_size) for rank in range(world_size)]
+    orders = []
+    for epoch in (0, 1):
+        for each in (one, *parts):
+            each.set_epoch(epoch)
+        shares = [list(part) for part in parts]
+        whole = list(one)
+        assert [len(s) for s in shares] == [len(whole)] * world_size
+        for k, (x, y) in enumerate(whole):
+            real = [s[k] for s, part in zip(shares, parts) if part.plan.positions(k)]
+            assert torch.equal(torch.cat([xs for xs, _ in real]), x)  # crops and flips too
+            assert torch.equal(torch.cat([ys for _, ys in real]), y)
+        labels = torch.cat([y for _, y in whole])
+        assert sorted(labels.tolist()) == list(range(n))  # the epoch covers the set once
+        orders.append(labels)
+    assert not torch.equal(*orders)  # each epoch its own order, drawn from (seed, epoch)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlproject.distributed import AGREE_EVERY, World
+from mlproject.distributed import World
 from mlproject.shard import GlobalBatches
 
 SCRIPT = Path(__file__).parent / "scripts" / "distributed.py"
@@ -174,32 +174,40 @@ def test_each_epoch_covers_the_training_set_once(straight):
 
 # --- decisions made together ----------------------------------------------------------------
 @pytest.mark.slow
-def test_sigterm_to_rank_1_only_stops_both_processes_at_the_same_step(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_a_signal_to_rank_1_only_stops_both_processes_at_the_same_step(tmp_path, sig):
     # rank 0's sacred observer takes 2 s to record the interruption; torchrun stops every
-    # process once one exits non-zero, so rank 1 must wait for rank 0's record before it exits
-    job = torchrun(tmp_path, 2, "n_epochs=30", wait=False, MARK_AT="3", MARK_SLEEP="0.1",
-                   SLOW_RECORD="2")  # fmt: skip
+    # process once one exits non-zero, so rank 1 must wait for rank 0's record before it exits.
+    # SIGUSR1 is a requeue signal: its requeue command runs once, on rank 0 only.
+    calls = tmp_path / "calls.txt"
+    job = torchrun(tmp_path, 2, "n_epochs=30", f"requeue_command='echo rank $RANK >> {calls}'",
+                   wait=False, MARK_AT="3", MARK_SLEEP="0.1", SLOW_RECORD="2")  # fmt: skip
     records = tmp_path / "records"
     deadline = time.monotonic() + 120
     while not (records / "pid-1").exists() or not (records / "pid-1").read_text():
         assert job.poll() is None, job.communicate()[1][-4000:]
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    os.kill(int((records / "pid-1").read_text()), signal.SIGTERM)
+    os.kill(int((records / "pid-1").read_text()), sig)
     _, err = job.communicate(timeout=180)
+    code = str(128 + sig)
     assert job.returncode == 1, err[-4000:]  # torchrun's own code when its workers stopped
-    assert "exitcode  : 143" in err  # the first one it saw to stop: 128 + SIGTERM
-    # each process stopped with 143 itself (torchrun may have ended the last one to exit)
-    assert [(records / f"exit-{rank}").read_text() for rank in (0, 1)] == ["143", "143"]
+    assert f"exitcode  : {code}" in err  # the first one it saw to stop: 128 + the signal
+    # each process stopped so itself (torchrun may have ended the last one to exit)
+    assert [(records / f"exit-{rank}").read_text() for rank in (0, 1)] == [code, code]
     assert (records / "recorded").read_text() == "INTERRUPTED"  # rank 0's record was finished
     state = final(tmp_path)
     step = state["state"]["global_step"]
-    assert step % AGREE_EVERY == 0 or step % 2 == 0  # an agreement step (every 10, and saves)
-    assert err.count(f"SIGTERM received: saving at global step {step} and stopping") == 2
+    assert step % 2 == 0  # an agreement step: a save (every 2 steps here) or every 10
+    message = f"{signal.Signals(sig).name} received: saving at global step {step} and stopping"
+    assert err.count(message) == 2
     assert len(state["ranks"]) == 2  # both processes took part in this last save
     assert digests(tmp_path)[-1]["step"] == step
     record = json.loads((tmp_path / "sacred" / "1" / "run.json").read_text())
     assert record["status"] == "INTERRUPTED"
+    assert (calls.read_text() if calls.exists() else "") == (
+        "rank 0\n" if sig == signal.SIGUSR1 else ""
+    )
 
 
 @pytest.mark.slow

@@ -246,9 +246,12 @@ def _find(model: nn.Module, kind: type | tuple[type, ...]) -> dict[str, Any]:
                 walk(f"{name}.{key}", item, depth + 1)
 
     for name, value in vars(model).items():
-        if not name.startswith("_"):  # nn.Module's own dicts (_parameters, _modules...)
+        if name not in _MODULE_INTERNALS:  # nn.Module's own (_parameters, _modules, hooks...)
             walk(name, value, 0)
     return found
+
+
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))  # a user's self._opt is found all the same
 
 
 def _move(batch: Any, device: torch.device, non_blocking: bool) -> Any:

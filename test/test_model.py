@@ -317,8 +317,10 @@ def test_optimizers_and_schedulers_are_found_in_lists_tuples_and_dicts():
             ]
             self.scheds = {"g": torch.optim.lr_scheduler.StepLR(self.opts[0], 1)}
             self.more = {"pairs": [(torch.optim.SGD(self.g.parameters(), lr=0.1),)]}
+            self._private = torch.optim.SGD(self.d.parameters(), lr=0.1)  # saved all the same
 
     model = Gan()
-    assert sorted(model.optimizers()) == ["more.pairs.0.0", "opts.0", "opts.1"]
+    names = ["_private", "more.pairs.0.0", "opts.0", "opts.1"]
+    assert sorted(model.optimizers()) == names
     assert sorted(model.schedulers()) == ["scheds.g"]
-    assert sorted(model.training_state()["optimizers"]) == ["more.pairs.0.0", "opts.0", "opts.1"]
+    assert sorted(model.training_state()["optimizers"]) == names

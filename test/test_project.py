@@ -758,6 +758,24 @@ def test_a_step_interval_scheduler_steps_after_every_optimizer_step(
     assert lrs == [(s, pytest.approx(0.1 / (s + 1))) for s in range(1, 9)]
 
 
+def test_a_one_cycle_schedule_made_for_the_runs_steps_is_stepped_once_per_step(
+    project_class, base_config, data16
+):
+    def one_cycle(opt):  # 2 epochs of 4 steps; stepping it a 9th time would raise
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.5, total_steps=8)
+
+    cls = project_class(model=proxy_with(one_cycle, interval="step"), data=lambda c: data16())
+    project = cls({**base_config, "n_epochs": 2})
+    project.train()
+    scheduler = project.model.scheduler
+    assert scheduler.last_epoch == 8
+    reference = one_cycle(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1))
+    for _ in range(8):
+        reference.optimizer.step()
+        reference.step()
+    assert project.model.opt.param_groups[0]["lr"] == reference.get_last_lr()[0]
+
+
 class TwoOptimizers(Model):
     """A generator-style net with two param groups in one optimizer, a head with another."""
 

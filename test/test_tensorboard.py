@@ -461,6 +461,37 @@ def test_the_hparams_tab_shows_every_runs_keys_metrics_and_status(tmp_path):
         assert session.end_time_secs > 0
 
 
+def test_trained_runs_are_rows_of_the_hparams_tab_with_their_keys_and_results(
+    tmp_path, project_class, base_config
+):
+    tb, summaries = tmp_path / "tb", {}
+    cls = project_class()
+    for seed, prefix in ((1, "one"), (2, "two")):
+        config = {**base_config, "seed": seed, "prefix": prefix, "tensorboard_dir": str(tb)}
+        summary = cls(config).train()
+        summaries[Path(summary["run_dir"]).name] = (seed, summary)
+
+    backend, request_context = hparams_plugin(tb)
+    experiment = get_experiment.Handler(
+        request_context, backend, "", api_pb2.GetExperimentRequest()
+    ).run()
+    keys = {info.name for info in experiment.hparam_infos}
+    assert {"seed", "prefix", "n_epochs", "precision"} <= keys
+    assert {"validation/best_loss", "test/loss"} <= {m.name.tag for m in experiment.metric_infos}
+    request = api_pb2.ListSessionGroupsRequest(
+        allowed_statuses=[api_pb2.STATUS_SUCCESS], slice_size=100
+    )
+    groups = list_session_groups.Handler(request_context, backend, "", request).run()
+    rows = {group.name: group for group in groups.session_groups}
+    assert sorted(rows) == sorted(summaries)  # one row per run, both completed
+    for name, (seed, summary) in summaries.items():
+        hparams = {k: getattr(v, v.WhichOneof("kind")) for k, v in rows[name].hparams.items()}
+        assert hparams["seed"] == seed and hparams["prefix"] == name.split("_")[0]
+        metrics = {m.name.tag: m.value for m in rows[name].metric_values}
+        assert metrics["validation/best_loss"] == f32(summary["best"]["loss"])
+        assert metrics["test/loss"] == f32(summary["test"]["loss"])
+
+
 def test_a_resumed_run_keeps_its_session_start_and_ends_once(tmp_path):
     sink = open_sink(tmp_path, config={"lr": 0.1})
     sink.flush()

@@ -221,7 +221,12 @@ class MLProject(Preparation, Session):
             # plain attributes: skip nn.Module.__setattr__'s bookkeeping on the hot path
             object.__setattr__(model, "global_step", state.global_step)
             level = self._log_level(state.global_step + 1, last_batch)
+            self._window_all = level is LogLevel.ALL and self._window > 1
+            if self._window_all:  # every batch's outputs are averaged: SCALARS on all of them,
+                level = LogLevel.SCALARS  # and ALL (images...) once, on the window's last one
             object.__setattr__(model, "log_level", level)
+        elif self._window_all and position == self._window - 1:
+            object.__setattr__(model, "log_level", LogLevel.ALL)
         plan = self._plan
         scale = plan.scale(state.batch_in_epoch) if plan is not None else 1.0
         model.stepper.begin_batch(position, self._window, scale)

@@ -43,7 +43,7 @@ class Session:
         self._checked = False
         self._save_due = False
         self._accumulate = self.config["accumulate_grad_batches"]
-        self._window, self._window_sums = 1, {}
+        self._window, self._window_sums, self._window_all = 1, {}, False
         validate = self.config["validate_iterations"]
         self._validate_every = validate if isinstance(validate, int) else None
         self._lr_names: list[tuple[str, dict[str, Any]]] | None = None

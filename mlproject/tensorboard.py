@@ -9,6 +9,7 @@ that ``state()["n_events"]`` counts, across a run's files in name (= creation) o
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -19,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from tensorboardX import SummaryWriter
 from tensorboardX.proto.api_pb2 import Status
 from tensorboardX.proto.event_pb2 import Event
@@ -138,6 +140,27 @@ class RunWriter(SummaryWriter):
 
     def close(self) -> None:
         self.flush()
+
+
+def _accepts_bfloat16(method: Any) -> Any:
+    """tensorboardX turns tensors into numpy arrays, which have no bfloat16: under
+    precision='bf16' a model's ``add_images(fake)`` would raise; give it float32 instead."""
+
+    @functools.wraps(method)
+    def add(self: RunWriter, *args: Any, **kwargs: Any) -> Any:
+        args = tuple(_float32(a) for a in args)
+        return method(self, *args, **{k: _float32(v) for k, v in kwargs.items()})
+
+    return add
+
+
+def _float32(value: Any) -> Any:
+    is_bf16 = isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16
+    return value.float() if is_bf16 else value
+
+
+for _name in [name for name in vars(SummaryWriter) if name.startswith("add_")]:
+    setattr(RunWriter, _name, _accepts_bfloat16(getattr(RunWriter, _name)))
 
 
 def null_writer() -> RunWriter:

@@ -230,6 +230,57 @@ def test_an_fp16_overflow_skips_the_update_and_is_no_step_for_the_scheduler(tmp_
     assert not torch.equal(project.model.net.weight, initial)
 
 
+def test_the_readmes_gan_trains_as_written_with_precision_accumulation_and_clipping(
+    tmp_path, tb_images, tb_scalars
+):
+    import re
+
+    import mlproject
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (block,) = re.findall(r"```python\n(class GAN\(mlproject\.Model\):.*?)```", readme, re.S)
+    torch.manual_seed(0)
+    parts = {  # what the README leaves to the reader: small nets on 3x4x4 images
+        "Generator": lambda: nn.Sequential(nn.Linear(8, 48), nn.Unflatten(1, (3, 4, 4))),
+        "Discriminator": lambda: nn.Sequential(nn.Flatten(), nn.Linear(48, 1)),
+        "noise": lambda n: torch.randn(n, 8),
+        "d_loss_fn": lambda real, fake: (
+            nn.functional.softplus(-real).mean() + nn.functional.softplus(fake).mean()
+        ),
+        "g_loss_fn": lambda fake: nn.functional.softplus(-fake).mean(),
+    }
+    namespace = {"mlproject": mlproject, "torch": torch, **parts}
+    exec(block, namespace)  # noqa: S102 - the README's own code
+
+    class Gan(namespace["GAN"]):
+        def test_batch(self, batch):
+            return {"fid": self.d(self.g(noise(len(batch[0])))).mean().abs()}
+
+    noise = parts["noise"]
+    images = TensorDataset(torch.rand(16, 3, 4, 4), torch.zeros(16))
+
+    class Project(MLProject):
+        get_model = staticmethod(lambda config: Gan())
+        get_dataset_factory = staticmethod(lambda config: DatasetFactory(
+            train_set=images, validation_set=images, loader_kwargs={"batch_size": 4}))  # fmt: skip
+
+    config = {
+        "model_dir": str(tmp_path / "m"), "tensorboard_dir": str(tmp_path / "tb"), "seed": 0,
+        "progress": False, "n_epochs": 2, "precision": "bf16", "accumulate_grad_batches": 2,
+        "clip_grad_norm": 1.0, "log_iteration_all": 2,
+    }  # fmt: skip
+    project = Project(config)
+    summary = project.train()
+    assert summary["global_step"] == 4  # 2 epochs of 4 batches, 2 batches per step
+    assert set(summary["best"]) == {"step", "fid"}
+    logdir = tmp_path / "tb" / project.run_dir.name
+    assert tb_images(logdir)["samples"] == [2, 4]  # once per step that logs everything
+    scalars = tb_scalars(logdir)
+    assert [step for step, _ in scalars["train/d_loss"]] == [1, 2, 3, 4]
+    optimizers = project.model.optimizers()
+    assert all(opt.state for opt in optimizers.values())  # both Adam optimizers stepped
+
+
 def test_a_compiled_models_checkpoint_loads_into_an_uncompiled_one_and_back(tmp_path):
     compiled = Resumable(in_process_config(tmp_path, compile="aot_eager"))
     compiled.train()

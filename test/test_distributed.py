@@ -221,6 +221,24 @@ def test_a_nan_on_rank_1_only_is_skipped_on_both_processes(tmp_path):
     assert all(len(set(d["digests"])) == 1 for d in digests(tmp_path))
 
 
+@pytest.mark.slow
+def test_early_stopping_stops_every_process_where_one_process_stops(tmp_path):
+    # lr=0.5 overshoots: validation stops improving after step 2, and patience 2 ends the run
+    early = ["lr=0.5", "early_stopping=2", "validate_iterations=2", "n_epochs=30"]
+    summaries = {}
+    for nproc in (1, 2):
+        done = torchrun(tmp_path / str(nproc), nproc, *early)
+        assert done.returncode == 0, done.stderr[-4000:]
+        summaries[nproc] = json.loads((run_dir(tmp_path / str(nproc)) / "run.json").read_text())
+        summaries[nproc] = summaries[nproc]["summary"]
+    one, two = summaries[1], summaries[2]
+    assert one["stopped"] == two["stopped"] == "early_stopping"
+    assert one["global_step"] == two["global_step"] < 30 * 6  # long before n_epochs
+    assert one["best"]["step"] == two["best"]["step"]
+    assert two["test"]["loss"] == pytest.approx(one["test"]["loss"], rel=1e-10)  # best weights
+    assert all(len(set(d["digests"])) == 1 for d in digests(tmp_path / "2"))
+
+
 # --- resume ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def crashed(tmp_path_factory) -> Path:

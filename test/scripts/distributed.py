@@ -32,15 +32,16 @@ from mlproject import DatasetFactory, Experiment, MLProject, Model, ProxyModel
 ex = Experiment("distributed")
 
 
-class SlowRecord(RunObserver):
-    """An observer as slow as a database far away, when it records an interruption."""
-
-    def interrupted_event(self, interrupt_time, status):
-        time.sleep(float(os.environ["SLOW_RECORD"]))
-        (records() / "recorded").write_text(status)
-
-
 if os.environ.get("SLOW_RECORD"):
+    from sacred.observers import RunObserver  # sacred as mlproject imported it
+
+    class SlowRecord(RunObserver):
+        """An observer as slow as a database far away, when it records an interruption."""
+
+        def interrupted_event(self, interrupt_time, status):
+            time.sleep(float(os.environ["SLOW_RECORD"]))
+            (records() / "recorded").write_text(status)
+
     ex.observers.append(SlowRecord())
 
 

@@ -135,7 +135,9 @@ def test_reduced_precision_on_the_cpu_trains_and_resumes_exactly(tmp_path, monke
         assert scaler["scale"] > 0 and set(scaler) >= {"_growth_tracker", "growth_interval"}
 
 
-def _amp_project(clip: float, device: str):
+def _amp_project(device: str, make_model=None):
+    """Classification of 24 fixed samples in batches of 6, unshuffled; by default a ProxyModel
+    (an MLP, SGD) seeded like the hand-written loops the tests compare it with."""
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(24, 6, generator=g), torch.randint(0, 3, (24,), generator=g)
 
@@ -148,6 +150,8 @@ def _amp_project(clip: float, device: str):
         @staticmethod
         def get_model(config):
             torch.manual_seed(2)
+            if make_model is not None:
+                return make_model()
             net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).to(device)
             opt = torch.optim.SGD(net.parameters(), lr=0.5)
             return ProxyModel(net, opt, loss=nn.CrossEntropyLoss(), train_accuracy=False)
@@ -158,7 +162,7 @@ def _amp_project(clip: float, device: str):
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not CUDA, reason="needs a CUDA GPU"))])  # fmt: skip
 def test_clipping_unscales_first_as_a_hand_written_amp_loop(tmp_path, device, tb_scalars):
-    cls, x, y = _amp_project(clip=0.05, device=device)
+    cls, x, y = _amp_project(device)
     config = {
         "model_dir": str(tmp_path), "progress": False, "seed": 0, "n_epochs": 2,
         "precision": "16", "clip_grad_norm": 0.05, "device": device,
@@ -195,25 +199,15 @@ def test_an_fp16_overflow_skips_the_update_and_is_no_step_for_the_scheduler(tmp_
         calls.append(None)
         return nn.functional.cross_entropy(out, target) * (1e37 if len(calls) == 1 else 1.0)
 
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(24, 6, generator=g), torch.randint(0, 3, (24,), generator=g)
+    def make_model():
+        net = nn.Linear(6, 3)
+        opt = torch.optim.SGD(net.parameters(), lr=0.5)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (s + 1))
+        return ProxyModel(net, opt, loss=loss, train_accuracy=False, scheduler=sched,
+                          scheduler_interval="step")  # fmt: skip
 
-    class Overflow(MLProject):
-        @staticmethod
-        def get_dataset_factory(config):
-            data = TensorDataset(x, y)
-            return DatasetFactory(train_set=data, loader_kwargs={"batch_size": 6, "shuffle": False})
-
-        @staticmethod
-        def get_model(config):
-            torch.manual_seed(2)
-            net = nn.Linear(6, 3)
-            opt = torch.optim.SGD(net.parameters(), lr=0.5)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (s + 1))
-            return ProxyModel(net, opt, loss=loss, train_accuracy=False, scheduler=sched,
-                              scheduler_interval="step")  # fmt: skip
-
-    project = Overflow({"model_dir": str(tmp_path), "progress": False, "seed": 0,
+    overflow, _, _ = _amp_project("cpu", make_model)
+    project = overflow({"model_dir": str(tmp_path), "progress": False, "seed": 0,
                         "n_epochs": 1, "precision": "16"})  # fmt: skip
     torch.manual_seed(2)
     initial = nn.Linear(6, 3).weight.detach().clone()

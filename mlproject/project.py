@@ -221,7 +221,7 @@ class MLProject(Preparation, Session):
             # plain attributes: skip nn.Module.__setattr__'s bookkeeping on the hot path
             object.__setattr__(model, "global_step", state.global_step)
             level = self._log_level(state.global_step + 1, last_batch)
-            self._window_all = level is LogLevel.ALL and self._window > 1
+            self._window_all = self._window > 1 and level is LogLevel.ALL
             if self._window_all:  # every batch's outputs are averaged: SCALARS on all of them,
                 level = LogLevel.SCALARS  # and ALL (images...) once, on the window's last one
             object.__setattr__(model, "log_level", level)

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from sacred.observers import RunObserver
 from torch import nn
 from torch.utils.data import Dataset
 
